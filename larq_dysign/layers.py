@@ -1,0 +1,490 @@
+"""DySign, DyPReLU, their static ReActNet baselines, and a binary linear layer for tokens.
+
+The maths lives in plain functions (`channel_statistics`, `dynamic_sign`); the layers only
+own weights and call them, as larq's quantizers do.
+"""
+
+from __future__ import annotations
+
+import larq as lq
+import tensorflow as tf
+
+__all__ = [
+    "BinaryDense",
+    "DyPReLU",
+    "DySign",
+    "RPReLU",
+    "RSign",
+    "channel_statistics",
+    "dynamic_sign",
+]
+
+ESTIMATORS = ("approx_sign", "ste")
+GRANULARITIES = ("channel", "layer")
+STATISTICS = ("mean", "mean_std")
+MIN_HIDDEN_UNITS = 8
+_STD_EPSILON = 1e-5
+
+
+def _check_choice(argument: str, value, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ValueError(
+            f"Expected {argument} to be one of {', '.join(map(repr, allowed))}, but got {value!r}."
+        )
+
+
+def _check_positive_int(argument: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"Expected {argument} to be a positive integer, but got {value!r}.")
+
+
+def _check_input_rank(layer: tf.keras.layers.Layer, input_shape) -> int:
+    shape = tf.TensorShape(input_shape)
+    if shape.rank is None or shape.rank < 3:
+        raise ValueError(
+            f"{type(layer).__name__} expects inputs of shape (batch, ..., channels) with rank "
+            f">= 3 (NHWC feature maps or (batch, tokens, dim)), but got shape {shape}."
+        )
+    if shape[-1] is None:
+        raise ValueError(
+            f"{type(layer).__name__} needs a known channel dimension, but got shape {shape}."
+        )
+    return int(shape[-1])
+
+
+def channel_statistics(x: tf.Tensor, statistics: str = "mean") -> tf.Tensor:
+    """Per-sample channel statistics over every axis but the batch and the channel one.
+
+    For NHWC feature maps that is the mean over H and W; for tokens `(B, N, D)` the mean over
+    the N tokens (and over `1 x N` for the `[B, 1, N, D]` layout of `BinaryDense`).
+
+    Args:
+        x: tensor of rank >= 3, channels last.
+        statistics: `"mean"` gives `(B, C)`; `"mean_std"` gives `(B, 2C)`, the means followed
+            by the standard deviations `sqrt(var + 1e-5)`.
+
+    Returns:
+        A `(B, C)` or `(B, 2C)` tensor.
+    """
+    _check_choice("statistics", statistics, STATISTICS)
+    x = tf.convert_to_tensor(x)
+    axes = list(range(1, x.shape.rank - 1))
+    if statistics == "mean":
+        return tf.reduce_mean(x, axis=axes)
+    mean, variance = tf.nn.moments(x, axes=axes)
+    return tf.concat([mean, tf.sqrt(variance + _STD_EPSILON)], axis=-1)
+
+
+def dynamic_sign(x: tf.Tensor, threshold: tf.Tensor, estimator: str = "approx_sign") -> tf.Tensor:
+    """`sign(x - threshold)` with outputs in {-1, +1} (sign(0) = +1) and a surrogate gradient.
+
+    The threshold broadcasts against `x`; the gradient reaches it through the chain rule,
+    `d sign(x - t) / d t = -d sign(x - t) / d x`.
+
+    Args:
+        x: input tensor.
+        threshold: tensor broadcastable to `x`.
+        estimator: `"approx_sign"` (ReActNet / Bi-Real's piecewise polynomial,
+            `2 - 2|z|` for `|z| <= 1`, else 0) or `"ste"` (straight-through, 1 for `|z| <= 1`).
+
+    Returns:
+        A tensor of the shape of `x` holding -1.0 and +1.0.
+    """
+    _check_choice("estimator", estimator, ESTIMATORS)
+    shifted = x - threshold
+    if estimator == "approx_sign":
+        return lq.quantizers.approx_sign(shifted)
+    return lq.quantizers.ste_sign(shifted, clip_value=1.0)
+
+
+def _expand_to_rank(values: tf.Tensor, rank: int) -> tf.Tensor:
+    """(B, C) -> (B, 1, ..., 1, C) so per-sample values broadcast over space or tokens."""
+    return tf.reshape(values, [-1] + [1] * (rank - 2) + [values.shape[-1]])
+
+
+class _HyperFunction:
+    """Mixin: the DY-ReLU "hyper function" statistics -> FC -> ReLU -> FC, owned by a layer.
+
+    The weights are created with the owning layer's `add_weight`, so they save, load and
+    train as that layer's own (`hyper_kernel_1`, `hyper_bias_1`, `hyper_kernel_2`,
+    `hyper_bias_2`). The second FC starts at zero: a fresh layer outputs exactly its static
+    part.
+    """
+
+    def _hidden_units(self, channels: int) -> int:
+        return max(channels // self.reduction, MIN_HIDDEN_UNITS)
+
+    def _build_hyper_function(self, channels: int, outputs: int) -> None:
+        inputs = channels * (2 if self.statistics == "mean_std" else 1)
+        hidden = self._hidden_units(channels)
+        self.hyper_kernel_1 = self.add_weight(
+            name="hyper_kernel_1", shape=(inputs, hidden), initializer="he_normal"
+        )
+        self.hyper_bias_1 = self.add_weight(
+            name="hyper_bias_1", shape=(hidden,), initializer="zeros"
+        )
+        self.hyper_kernel_2 = self.add_weight(
+            name="hyper_kernel_2", shape=(hidden, outputs), initializer="zeros"
+        )
+        self.hyper_bias_2 = self.add_weight(
+            name="hyper_bias_2", shape=(outputs,), initializer="zeros"
+        )
+
+    def _hyper_function(self, inputs: tf.Tensor) -> tf.Tensor:
+        """(B, ..., C) -> (B, outputs): the dynamic part, before adding the static bias."""
+        stats = channel_statistics(inputs, self.statistics)
+        hidden = tf.nn.relu(tf.matmul(stats, self.hyper_kernel_1) + self.hyper_bias_1)
+        return tf.matmul(hidden, self.hyper_kernel_2) + self.hyper_bias_2
+
+
+@lq.utils.register_alias("rsign")
+@lq.utils.register_keras_custom_object
+class RSign(lq.quantizers.Quantizer):
+    r"""ReActNet's RSign: binarization with a learnable static per-channel threshold.
+
+    `RSign(x) = sign(x - b)`, `b` of shape `(C,)`, zero-initialized; outputs in {-1, +1} with
+    sign(0) = +1.
+
+    Example:
+        ```python
+        x = RSign()(feature_map)  # then QuantConv2D(..., input_quantizer=NoOp(precision=1))
+        conv = lq.layers.QuantConv2D(64, 3, input_quantizer=RSign(), ...)  # or inside
+        ```
+
+    Args:
+        estimator: surrogate gradient of sign, `"approx_sign"` (default) or `"ste"`.
+        **kwargs: Keras layer arguments (`name`, `dtype`, ...).
+
+    References:
+        - ReActNet: https://arxiv.org/abs/2003.03488
+    """
+
+    precision = 1
+
+    def __init__(self, estimator: str = "approx_sign", **kwargs):
+        _check_choice("estimator", estimator, ESTIMATORS)
+        self.estimator = estimator
+        super().__init__(**kwargs)
+
+    def build(self, input_shape):
+        channels = _check_input_rank(self, input_shape)
+        self.threshold = self.add_weight(name="threshold", shape=(channels,), initializer="zeros")
+        super().build(input_shape)
+
+    def call(self, inputs):
+        return dynamic_sign(inputs, self.threshold, self.estimator)
+
+    def get_config(self):
+        return {**super().get_config(), "estimator": self.estimator}
+
+
+@lq.utils.register_alias("dysign")
+@lq.utils.register_keras_custom_object
+class DySign(_HyperFunction, lq.quantizers.Quantizer):
+    r"""DySign: sign with per-sample, per-channel thresholds computed from the input itself.
+
+    ```
+    s      = mean of x over H, W (or tokens)            # (B, C); "mean_std" appends the stds
+    tau(x) = b + W2 . relu(W1 . s + b1) + b2             # (B, C), or (B, 1) for "layer"
+    DySign(x) = sign(x - tau(x))                         # in {-1, +1}, sign(0) = +1
+    ```
+    `b` is RSign's static threshold; `W1: C -> max(C // reduction, 8)`; `W2`, `b2` start at
+    zero, so a fresh DySign equals an RSign with the same `b`. Gradients reach `x`, `b` and
+    the hyper function (`d/d tau = -d/dx` of the sign estimator).
+
+    Use it as the `input_quantizer` of a `QuantConv2D` / `BinaryDense`, or as a layer right
+    before a `QuantConv2D` whose `input_quantizer` passes +-1 values and their gradient
+    through (`lq.quantizers.NoOp(precision=1)`, which keeps `lq.models.summary` counting
+    binary MACs; `"approx_sign"` there would zero the gradient, its derivative is 0 at +-1).
+    Either way LCE converts it to MEAN + FULLY_CONNECTED + SUB + LceQuantize + LceBconv2d.
+
+    Example:
+        ```python
+        x = DySign()(feature_map)                         # (B, H, W, C) -> +-1
+        x = lq.layers.QuantConv2D(
+            128, 3, padding="same", use_bias=False,
+            input_quantizer=lq.quantizers.NoOp(precision=1),
+            kernel_quantizer="magnitude_aware_sign", kernel_constraint="weight_clip",
+        )(x)
+        ```
+
+    Args:
+        reduction: ratio `r` of the hyper function's bottleneck, hidden width
+            `max(C // r, 8)`. Default 16.
+        granularity: `"channel"` (one threshold per sample and channel, default) or
+            `"layer"` (one threshold per sample; `b` is then a scalar too).
+        statistics: `"mean"` (default) or `"mean_std"` (means and standard deviations).
+        estimator: surrogate gradient of sign, `"approx_sign"` (default) or `"ste"`.
+        **kwargs: Keras layer arguments (`name`, `dtype`, ...).
+
+    Raises:
+        ValueError: an option outside the allowed values, or an input of rank < 3.
+
+    References:
+        - DySign: https://arxiv.org/abs/2211.02292
+        - DyBNN: https://arxiv.org/abs/2110.05185
+        - Dynamic ReLU (hyper function): https://arxiv.org/abs/2003.10027
+        - ReActNet (RSign): https://arxiv.org/abs/2003.03488
+    """
+
+    precision = 1
+
+    def __init__(
+        self,
+        reduction: int = 16,
+        granularity: str = "channel",
+        statistics: str = "mean",
+        estimator: str = "approx_sign",
+        **kwargs,
+    ):
+        _check_positive_int("reduction", reduction)
+        _check_choice("granularity", granularity, GRANULARITIES)
+        _check_choice("statistics", statistics, STATISTICS)
+        _check_choice("estimator", estimator, ESTIMATORS)
+        self.reduction = reduction
+        self.granularity = granularity
+        self.statistics = statistics
+        self.estimator = estimator
+        super().__init__(**kwargs)
+
+    def build(self, input_shape):
+        channels = _check_input_rank(self, input_shape)
+        outputs = channels if self.granularity == "channel" else 1
+        self.threshold = self.add_weight(name="threshold", shape=(outputs,), initializer="zeros")
+        self._build_hyper_function(channels, outputs)
+        super().build(input_shape)
+
+    def thresholds(self, inputs: tf.Tensor) -> tf.Tensor:
+        """The per-sample thresholds `tau(x)`, shape `(B, C)` (or `(B, 1)` for "layer")."""
+        return self.threshold + self._hyper_function(tf.convert_to_tensor(inputs))
+
+    def call(self, inputs):
+        tau = _expand_to_rank(self.thresholds(inputs), inputs.shape.rank)
+        return dynamic_sign(inputs, tau, self.estimator)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "reduction": self.reduction,
+            "granularity": self.granularity,
+            "statistics": self.statistics,
+            "estimator": self.estimator,
+        }
+
+
+def _shifted_prelu(x: tf.Tensor, shift_in, slope, shift_out) -> tf.Tensor:
+    """`PReLU_slope(x - shift_in) + shift_out`."""
+    shifted = x - shift_in
+    return tf.maximum(shifted, 0.0) + slope * tf.minimum(shifted, 0.0) + shift_out
+
+
+@lq.utils.register_keras_custom_object
+class RPReLU(tf.keras.layers.Layer):
+    r"""ReActNet's RPReLU: `y = PReLU(x - gamma) + zeta`, all three per channel.
+
+    `gamma` and `zeta` start at 0, the PReLU slope at 0.25; the slope is shared over space
+    (NHWC) or tokens.
+
+    Example:
+        ```python
+        y = RPReLU()(tf.keras.layers.BatchNormalization()(x))
+        ```
+
+    Args:
+        slope_initializer: initial negative slope, 0.25 as in ReActNet.
+        **kwargs: Keras layer arguments.
+
+    References:
+        - ReActNet: https://arxiv.org/abs/2003.03488
+    """
+
+    def __init__(self, slope_initializer: float = 0.25, **kwargs):
+        self.slope_initializer = float(slope_initializer)
+        super().__init__(**kwargs)
+
+    def build(self, input_shape):
+        channels = _check_input_rank(self, input_shape)
+        self.shift_in = self.add_weight(name="shift_in", shape=(channels,), initializer="zeros")
+        self.slope = self.add_weight(
+            name="slope",
+            shape=(channels,),
+            initializer=tf.keras.initializers.Constant(self.slope_initializer),
+        )
+        self.shift_out = self.add_weight(name="shift_out", shape=(channels,), initializer="zeros")
+        super().build(input_shape)
+
+    def call(self, inputs):
+        return _shifted_prelu(inputs, self.shift_in, self.slope, self.shift_out)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "slope_initializer": self.slope_initializer}
+
+
+@lq.utils.register_keras_custom_object
+class DyPReLU(_HyperFunction, RPReLU):
+    r"""DyPReLU: RPReLU whose two shifts are produced per sample by a hyper function.
+
+    ```
+    [g, z] = W2 . relu(W1 . mean_hw(x) + b1) + b2      # (B, 2C), one hyper function
+    y = PReLU_c(x - (gamma + g)) + (zeta + z)
+    ```
+    `gamma`, `zeta` and the PReLU slope (0.25) are RPReLU's static weights; `W2`, `b2` start
+    at zero, so a fresh DyPReLU equals RPReLU. One hyper function emits both shifts (as
+    Dynamic ReLU emits all its coefficients from one), which halves its first FC.
+
+    Example:
+        ```python
+        y = DyPReLU(reduction=8)(tf.keras.layers.BatchNormalization()(x))
+        ```
+
+    Args:
+        reduction: bottleneck ratio of the hyper function, hidden width `max(C // r, 8)`.
+        statistics: `"mean"` (default) or `"mean_std"`.
+        slope_initializer: initial negative slope, 0.25.
+        **kwargs: Keras layer arguments.
+
+    References:
+        - DyBNN: https://arxiv.org/abs/2110.05185
+        - DySign: https://arxiv.org/abs/2211.02292
+        - Dynamic ReLU: https://arxiv.org/abs/2003.10027
+    """
+
+    def __init__(
+        self,
+        reduction: int = 16,
+        statistics: str = "mean",
+        slope_initializer: float = 0.25,
+        **kwargs,
+    ):
+        _check_positive_int("reduction", reduction)
+        _check_choice("statistics", statistics, STATISTICS)
+        self.reduction = reduction
+        self.statistics = statistics
+        super().__init__(slope_initializer=slope_initializer, **kwargs)
+
+    def build(self, input_shape):
+        channels = _check_input_rank(self, input_shape)
+        self._build_hyper_function(channels, 2 * channels)
+        super().build(input_shape)
+
+    def shifts(self, inputs: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """The per-sample shifts `(gamma(x), zeta(x))`, each of shape `(B, C)`."""
+        dynamic = self._hyper_function(tf.convert_to_tensor(inputs))
+        dynamic_in, dynamic_out = tf.split(dynamic, 2, axis=-1)
+        return self.shift_in + dynamic_in, self.shift_out + dynamic_out
+
+    def call(self, inputs):
+        shift_in, shift_out = self.shifts(inputs)
+        rank = inputs.shape.rank
+        return _shifted_prelu(
+            inputs, _expand_to_rank(shift_in, rank), self.slope, _expand_to_rank(shift_out, rank)
+        )
+
+    def get_config(self):
+        return {**super().get_config(), "reduction": self.reduction, "statistics": self.statistics}
+
+
+_FIXED_CONV_ARGUMENTS = (
+    "filters",
+    "kernel_size",
+    "strides",
+    "padding",
+    "data_format",
+    "dilation_rate",
+    "groups",
+    "pad_values",
+)
+
+
+_TOKEN_INPUT_SPEC = tf.keras.layers.InputSpec(min_ndim=3, max_ndim=4)
+
+
+@lq.utils.register_keras_custom_object
+class BinaryDense(lq.layers.QuantConv2D):
+    r"""Binary linear layer over tokens that LCE runs as a binary kernel.
+
+    LCE has no binary fully-connected kernel (a `QuantDense` runs in float), so this is a
+    1x1 `QuantConv2D`: `(B, N, D)` tokens are viewed as a `[B, 1, N, D]` image *before* the
+    input quantizer (a reshape between quantizer and conv breaks LCE's pattern), giving
+    `(B, N, units)`. Rank-4 inputs (tokens already kept as `[B, 1, N, D]`) go straight to the
+    conv. `y = Q_in(x) . (mean|W| * sign(W))`, the scale per output unit.
+
+    Example:
+        ```python
+        y = BinaryDense(384, input_quantizer=DySign())(tokens)   # (B, 196, 384)
+        ```
+
+    Args:
+        units: output features.
+        input_quantizer: quantizer of the inputs, default `"approx_sign"`; a `DySign()` or
+            `RSign()` instance for thresholds.
+        kernel_quantizer: default `"magnitude_aware_sign"` (binary, scale mean|W|);
+            `None` gives real weights (step 1 of two-step training).
+        kernel_constraint: default `"weight_clip"` (larq), as for any binary kernel.
+        use_bias: default False.
+        **kwargs: other `QuantConv2D` arguments (initializers, regularizers, name, ...).
+
+    References:
+        - LCE issues #669 (no binary FC) and #692 (reshape breaks the pattern).
+    """
+
+    def __init__(
+        self,
+        units: int,
+        input_quantizer="approx_sign",
+        kernel_quantizer="magnitude_aware_sign",
+        kernel_constraint="weight_clip",
+        use_bias: bool = False,
+        **kwargs,
+    ):
+        _check_positive_int("units", units)
+        fixed = sorted(set(kwargs) & set(_FIXED_CONV_ARGUMENTS))
+        if fixed:
+            raise ValueError(
+                f"BinaryDense is a 1x1 convolution and does not take {fixed}; "
+                f"got {', '.join(f'{k}={kwargs[k]!r}' for k in fixed)}."
+            )
+        self.units = units
+        super().__init__(
+            filters=units,
+            kernel_size=1,
+            input_quantizer=input_quantizer,
+            kernel_quantizer=kernel_quantizer,
+            kernel_constraint=kernel_constraint,
+            use_bias=use_bias,
+            **kwargs,
+        )
+        self.input_spec = _TOKEN_INPUT_SPEC
+
+    def _as_image_shape(self, input_shape) -> tf.TensorShape:
+        shape = tf.TensorShape(input_shape)
+        if shape.rank not in (3, 4):
+            raise ValueError(
+                "BinaryDense expects tokens (batch, tokens, dim) or (batch, 1, tokens, dim), "
+                f"but got shape {shape}."
+            )
+        return tf.TensorShape([shape[0], 1, *shape[1:]]) if shape.rank == 3 else shape
+
+    def build(self, input_shape):
+        super().build(self._as_image_shape(input_shape))
+        # Conv2D's spec demands rank 4; tokens of rank 3 are reshaped in `call`.
+        self.input_spec = _TOKEN_INPUT_SPEC
+
+    def call(self, inputs):
+        if inputs.shape.rank == 4:
+            return super().call(inputs)
+        outputs = super().call(tf.expand_dims(inputs, axis=1))
+        return tf.squeeze(outputs, axis=1)
+
+    def compute_output_shape(self, input_shape):
+        shape = tf.TensorShape(input_shape)
+        return shape[:-1].concatenate([self.units])
+
+    def get_config(self):
+        config = super().get_config()
+        for key in _FIXED_CONV_ARGUMENTS:
+            config.pop(key, None)
+        return {**config, "units": self.units}

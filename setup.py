@@ -1,0 +1,46 @@
+"""Packaging for larq-dysign: the three source folders become one import namespace."""
+
+from setuptools import setup
+
+setup(
+    name="larq-dysign",
+    version="0.1.0.dev0",
+    description=(
+        "Binary neural networks with dynamic binarization thresholds (DySign) for Larq, "
+        "with export to Larq Compute Engine TFLite"
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10,<3.13",
+    packages=["larq_dysign", "larq_dysign.zoo", "larq_dysign.export"],
+    # DESIGN.md section 3: top-level `zoo`/`export` are never installed as such.
+    package_dir={
+        "larq_dysign": "larq_dysign",
+        "larq_dysign.zoo": "zoo",
+        "larq_dysign.export": "export",
+    },
+    package_data={"larq_dysign.zoo": ["*.json"]},
+    install_requires=[
+        "tensorflow>=2.16,<2.22",
+        "tf-keras>=2.16,<2.22",
+        "larq>=0.13.3,<0.15",
+        "larq-compute-engine>=0.15,<0.17",
+        "tensorflow-datasets>=4.9,<5",
+        "numpy>=1.23,<2",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "dev": [
+            "pytest>=8",
+            "pytest-xdist>=3",
+            "ruff>=0.6",
+            "matplotlib>=3.7",
+            "nbclient>=0.10",
+            "nbformat>=5.9",
+            "ipykernel>=6",
+        ],
+        "plots": ["matplotlib>=3.7"],
+    },
+    entry_points={"console_scripts": ["larq-dysign=larq_dysign.cli:main"]},
+)

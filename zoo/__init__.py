@@ -1,0 +1,1 @@
+"""The larq-dysign model zoo (filled in by the zoo issue)."""
