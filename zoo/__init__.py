@@ -1,1 +1,24 @@
-"""The larq-dysign model zoo (filled in by the zoo issue)."""
+"""The larq-dysign model zoo: DyBCNN and DyBinaryCCT with their static-threshold baselines.
+
+Example:
+    ```python
+    from larq_dysign import zoo
+    zoo.list_models()
+    model = zoo.DyResNet18(input_shape=(28, 28, 1), num_classes=10)
+    model = zoo.get_model("ReActNetA", num_classes=10, input_shape=(32, 32, 3))
+    ```
+"""
+
+from larq_dysign.zoo.mobilenet import DyMobileNet, ReActNetA
+from larq_dysign.zoo.registry import get_model, get_model_constructor, list_models
+from larq_dysign.zoo.resnet import DyResNet18, ReActNet18
+
+__all__ = [
+    "DyMobileNet",
+    "DyResNet18",
+    "ReActNet18",
+    "ReActNetA",
+    "get_model",
+    "get_model_constructor",
+    "list_models",
+]

@@ -1,0 +1,143 @@
+"""Building blocks shared by the zoo's model families: inputs, binary convs, heads, weights."""
+
+from __future__ import annotations
+
+import larq as lq
+import tensorflow as tf
+
+from larq_dysign.layers import DyPReLU, DySign, RPReLU, RSign
+from larq_dysign.zoo import weights as weights_module
+
+DEFAULT_INPUT_SHAPE = (224, 224, 3)
+STEMS = ("auto", "imagenet", "small")
+#: Inputs smaller than this get the small-input stem when `stem="auto"`.
+SMALL_INPUT_LIMIT = 112
+
+
+def check_common_arguments(
+    *, input_shape, weights, include_top: bool, num_classes: int, stem: str = "auto"
+) -> None:
+    """Validate the arguments every zoo constructor takes, before any work.
+
+    Raises:
+        ValueError: naming the argument, the value received and what is allowed.
+    """
+    if input_shape is not None:
+        shape = tuple(input_shape)
+        if len(shape) != 3 or not all(isinstance(d, int) and d > 0 for d in shape):
+            raise ValueError(
+                "Expected input_shape to be (height, width, channels) of positive integers, "
+                f"but got {input_shape!r}."
+            )
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(
+            f"Expected num_classes to be a positive integer, but got {num_classes!r}."
+        )
+    if not isinstance(include_top, bool):
+        raise ValueError(f"Expected include_top to be True or False, but got {include_top!r}.")
+    if stem not in STEMS:
+        raise ValueError(f"Expected stem to be one of {STEMS}, but got {stem!r}.")
+
+
+def model_inputs(input_shape=None, input_tensor=None) -> tf.Tensor:
+    """The model's input: a new `Input(input_shape)`, or one wrapping `input_tensor`.
+
+    `input_shape` defaults to the shape of `input_tensor`, else (224, 224, 3).
+    """
+    if input_tensor is None:
+        return tf.keras.Input(tuple(input_shape or DEFAULT_INPUT_SHAPE))
+    if tf.keras.backend.is_keras_tensor(input_tensor):
+        return input_tensor
+    return tf.keras.Input(tensor=input_tensor, shape=input_shape)
+
+
+def resolve_stem(stem: str, inputs: tf.Tensor) -> str:
+    """ "auto" -> "small" when height or width is below `SMALL_INPUT_LIMIT`, else "imagenet"."""
+    if stem != "auto":
+        return stem
+    height, width = inputs.shape[1], inputs.shape[2]
+    small = any(d is not None and d < SMALL_INPUT_LIMIT for d in (height, width))
+    return "small" if small else "imagenet"
+
+
+def binary_input() -> lq.quantizers.NoOp:
+    """Input quantizer for convs fed by a DySign/RSign layer: passes +-1 values and their
+    gradient through unchanged, and marks the input 1-bit for `lq.models.summary`."""
+    return lq.quantizers.NoOp(precision=1)
+
+
+def binary_conv2d(
+    filters: int,
+    kernel_size: int,
+    *,
+    strides: int = 1,
+    binary_weights: bool = True,
+    name: str | None = None,
+) -> lq.layers.QuantConv2D:
+    """A binary conv as ReActNet's HardBinaryConv, fed by a sign layer.
+
+    Weights: `magnitude_aware_sign` (per-output-channel scale mean|W|) with larq's weight
+    clip; `binary_weights=False` keeps them real (step 1 of two-step training). Padding is
+    "same" with +1 pad values, which LCE converts for every target and which keeps the
+    padded activations binary (zero is not a binary value).
+    """
+    return lq.layers.QuantConv2D(
+        filters,
+        kernel_size,
+        strides=strides,
+        padding="same",
+        pad_values=1.0,
+        use_bias=False,
+        input_quantizer=binary_input(),
+        kernel_quantizer="magnitude_aware_sign" if binary_weights else None,
+        kernel_constraint="weight_clip" if binary_weights else None,
+        kernel_initializer="glorot_normal",
+        name=name,
+    )
+
+
+def binarize(x: tf.Tensor, *, dysign: bool, dysign_options: dict | None, name: str) -> tf.Tensor:
+    """DySign (dynamic thresholds) or RSign (ReActNet's static ones)."""
+    if dysign:
+        return DySign(**(dysign_options or {}), name=name)(x)
+    return RSign(name=name)(x)
+
+
+def activation(
+    x: tf.Tensor, *, dyprelu: bool, dyprelu_options: dict | None, name: str
+) -> tf.Tensor:
+    """DyPReLU (dynamic shifts) or RPReLU (ReActNet's static ones)."""
+    if dyprelu:
+        return DyPReLU(**(dyprelu_options or {}), name=name)(x)
+    return RPReLU(name=name)(x)
+
+
+def batch_norm(name: str) -> tf.keras.layers.BatchNormalization:
+    return tf.keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name)
+
+
+def classification_head(x: tf.Tensor, num_classes: int, *, pool: bool = True) -> tf.Tensor:
+    """Global average pool (for feature maps), full-precision dense, softmax (as larq-zoo)."""
+    if pool:
+        x = tf.keras.layers.GlobalAveragePooling2D(name="global_pool")(x)
+    x = tf.keras.layers.Dense(num_classes, name="logits")(x)
+    return tf.keras.layers.Activation("softmax", dtype="float32", name="predictions")(x)
+
+
+def finish_model(
+    inputs: tf.Tensor,
+    outputs: tf.Tensor,
+    *,
+    input_tensor,
+    name: str,
+    weights,
+    include_top: bool,
+) -> tf.keras.Model:
+    """Wrap the graph in a `Model` (from `input_tensor`'s sources if one was given) and load
+    `weights`."""
+    model_inputs_ = (
+        tf.keras.utils.get_source_inputs(input_tensor) if input_tensor is not None else inputs
+    )
+    model = tf.keras.Model(model_inputs_, outputs, name=name)
+    weights_module.load_pretrained(model, weights, model_name=name, include_top=include_top)
+    return model

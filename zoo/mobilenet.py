@@ -1,0 +1,232 @@
+"""ReActNet-A (binary MobileNetV1) and DyMobileNet (DyBCNN on ReActNet-A)."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from larq_dysign.zoo import common
+from larq_dysign.zoo.registry import register_model
+
+WIDTHS = (32, 64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024)
+
+
+def _block(x, out_channels: int, strides: int, *, name: str, options: dict):
+    """One ReActNet-A block: a binary 3x3 conv and a binary 1x1 conv, each with a shortcut.
+
+    ```
+    h = PReLU(BN(BinConv3x3_s(Sign(x))) + (AvgPool2(x) if s == 2 else x))
+    a = Sign(h)
+    o = BN(BinConv1x1(a)) + h                                   if Cout == Cin
+    o = concat[BN(BinConv1x1_A(a)) + h, BN(BinConv1x1_B(a)) + h] if Cout == 2 Cin
+    out = PReLU(o)
+    ```
+    """
+    in_channels = x.shape[-1]
+    if out_channels not in (in_channels, 2 * in_channels):
+        raise ValueError(
+            f"ReActNet-A blocks keep or double the width; got {in_channels} -> {out_channels}."
+        )
+
+    def sign(t, suffix):
+        return common.binarize(
+            t,
+            dysign=options["dysign"],
+            dysign_options=options["dysign_options"],
+            name=f"{name}_{suffix}",
+        )
+
+    def prelu(t, suffix):
+        return common.activation(
+            t,
+            dyprelu=options["dyprelu"],
+            dyprelu_options=options["dyprelu_options"],
+            name=f"{name}_{suffix}",
+        )
+
+    def conv_bn(t, filters, kernel_size, strides_, suffix):
+        t = common.binary_conv2d(
+            filters,
+            kernel_size,
+            strides=strides_,
+            binary_weights=options["binary_weights"],
+            name=f"{name}_{suffix}",
+        )(t)
+        return common.batch_norm(f"{name}_{suffix}_bn")(t)
+
+    shortcut = x
+    if strides == 2:
+        shortcut = tf.keras.layers.AveragePooling2D(2, padding="same", name=f"{name}_pool")(x)
+    h = conv_bn(sign(x, "sign_3x3"), in_channels, 3, strides, "conv_3x3")
+    h = prelu(tf.keras.layers.add([h, shortcut], name=f"{name}_add_3x3"), "prelu_3x3")
+
+    a = sign(h, "sign_1x1")
+    if out_channels == in_channels:
+        o = tf.keras.layers.add(
+            [conv_bn(a, in_channels, 1, 1, "conv_1x1"), h], name=f"{name}_add_1x1"
+        )
+    else:
+        halves = [
+            tf.keras.layers.add(
+                [conv_bn(a, in_channels, 1, 1, f"conv_1x1_{part}"), h],
+                name=f"{name}_add_1x1_{part}",
+            )
+            for part in ("a", "b")
+        ]
+        o = tf.keras.layers.concatenate(halves, name=f"{name}_concat")
+    return prelu(o, "prelu_1x1")
+
+
+def _reactnet_a(
+    *,
+    name: str,
+    input_shape,
+    input_tensor,
+    weights,
+    include_top: bool,
+    num_classes: int,
+    stem: str,
+    **options,
+) -> tf.keras.Model:
+    common.check_common_arguments(
+        input_shape=input_shape,
+        weights=weights,
+        include_top=include_top,
+        num_classes=num_classes,
+        stem=stem,
+    )
+    inputs = common.model_inputs(input_shape, input_tensor)
+    stem_strides = 2 if common.resolve_stem(stem, inputs) == "imagenet" else 1
+    x = tf.keras.layers.Conv2D(
+        WIDTHS[0], 3, strides=stem_strides, padding="same", use_bias=False, name="stem_conv"
+    )(inputs)
+    x = common.batch_norm("stem_bn")(x)
+
+    for index, (c_in, c_out) in enumerate(zip(WIDTHS[:-1], WIDTHS[1:]), start=1):
+        strides = 2 if c_out != c_in and c_in != WIDTHS[0] else 1
+        x = _block(x, c_out, strides, name=f"block{index}", options=options)
+
+    outputs = common.classification_head(x, num_classes) if include_top else x
+    return common.finish_model(
+        inputs,
+        outputs,
+        input_tensor=input_tensor,
+        name=name,
+        weights=weights,
+        include_top=include_top,
+    )
+
+
+@register_model("mobilenet")
+def ReActNetA(
+    *,
+    input_shape: tuple[int, int, int] | None = None,
+    input_tensor: tf.Tensor | None = None,
+    weights: str | None = None,
+    include_top: bool = True,
+    num_classes: int = 1000,
+    binary_weights: bool = True,
+    stem: str = "auto",
+) -> tf.keras.Model:
+    """ReActNet-A: the binary MobileNetV1 of ReActNet, with RSign and RPReLU.
+
+    The static-threshold baseline of `DyMobileNet`. Stem FP conv3x3/2 3->32 + BN; 13 blocks
+    over widths 32-64-128-128-256-256-512x6-1024-1024 (stride 2 where the width changes,
+    except 32->64), each a binary 3x3 conv (Cin->Cin) and a binary 1x1 conv (doubled by
+    concatenating two when the width doubles), every conv with a shortcut; global average
+    pool and a FP dense 1024->classes head with softmax.
+
+    At 224x224x3 / 1000 classes: 4.82e9 binary and 1.2e7 float MACs (OPs 0.87e8), 28.3M
+    binary weights, 29.3M parameters. ImageNet top-1 in the paper: 69.4%.
+
+    Example:
+        ```python
+        model = zoo.ReActNetA(input_shape=(32, 32, 3), num_classes=10)
+        ```
+
+    Args:
+        input_shape: (height, width, channels); default (224, 224, 3).
+        input_tensor: a Keras tensor (or tensor) to build the model on.
+        weights: None, a registered dataset name ("imagenet"), or a checkpoint path.
+        include_top: False returns the last feature map (B, H/32, W/32, 1024).
+        num_classes: classes of the dense head.
+        binary_weights: False keeps the conv weights real (step 1 of two-step training).
+        stem: "imagenet" (conv3x3 stride 2), "small" (stride 1), or "auto" (small below
+            112 px).
+
+    Returns:
+        A `tf.keras.Model`.
+
+    References:
+        - ReActNet: https://arxiv.org/abs/2003.03488
+    """
+    return _reactnet_a(
+        name="ReActNetA",
+        input_shape=input_shape,
+        input_tensor=input_tensor,
+        weights=weights,
+        include_top=include_top,
+        num_classes=num_classes,
+        stem=stem,
+        binary_weights=binary_weights,
+        dysign=False,
+        dyprelu=False,
+        dysign_options=None,
+        dyprelu_options=None,
+    )
+
+
+@register_model("mobilenet")
+def DyMobileNet(
+    *,
+    input_shape: tuple[int, int, int] | None = None,
+    input_tensor: tf.Tensor | None = None,
+    weights: str | None = None,
+    include_top: bool = True,
+    num_classes: int = 1000,
+    binary_weights: bool = True,
+    stem: str = "auto",
+    dysign: bool = True,
+    dyprelu: bool = True,
+    dysign_options: dict | None = None,
+    dyprelu_options: dict | None = None,
+) -> tf.keras.Model:
+    """DyMobileNet: DyBCNN on ReActNet-A, every RSign -> DySign, every RPReLU -> DyPReLU.
+
+    Same graph as `ReActNetA` plus the hyper functions (1.98M more parameters, 31.34M in
+    all, at 224x224x3 / 1000 classes). ImageNet top-1 in the paper: 71.2%.
+
+    Example:
+        ```python
+        model = zoo.DyMobileNet(input_shape=(32, 32, 3), num_classes=10)
+        ```
+
+    Args:
+        input_shape, input_tensor, weights, include_top, num_classes, binary_weights, stem:
+            as for `ReActNetA`.
+        dysign: False keeps RSign (for ablations).
+        dyprelu: False keeps RPReLU (for ablations).
+        dysign_options: keyword arguments of every `DySign`.
+        dyprelu_options: keyword arguments of every `DyPReLU`.
+
+    Returns:
+        A `tf.keras.Model`.
+
+    References:
+        - DySign: https://arxiv.org/abs/2211.02292
+        - DyBNN: https://arxiv.org/abs/2110.05185
+        - ReActNet: https://arxiv.org/abs/2003.03488
+    """
+    return _reactnet_a(
+        name="DyMobileNet",
+        input_shape=input_shape,
+        input_tensor=input_tensor,
+        weights=weights,
+        include_top=include_top,
+        num_classes=num_classes,
+        stem=stem,
+        binary_weights=binary_weights,
+        dysign=dysign,
+        dyprelu=dyprelu,
+        dysign_options=dysign_options,
+        dyprelu_options=dyprelu_options,
+    )
