@@ -12,6 +12,7 @@ Example:
 from larq_dysign.zoo.mobilenet import DyMobileNet, ReActNetA
 from larq_dysign.zoo.registry import get_model, get_model_constructor, list_models
 from larq_dysign.zoo.resnet import DyResNet18, ReActNet18
+from larq_dysign.zoo.weights import get_weights_file, publish_weights, register_weights
 
 __all__ = [
     "DyMobileNet",
@@ -20,5 +21,8 @@ __all__ = [
     "ReActNetA",
     "get_model",
     "get_model_constructor",
+    "get_weights_file",
     "list_models",
+    "publish_weights",
+    "register_weights",
 ]

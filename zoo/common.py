@@ -37,6 +37,9 @@ def check_common_arguments(
         raise ValueError(f"Expected include_top to be True or False, but got {include_top!r}.")
     if stem not in STEMS:
         raise ValueError(f"Expected stem to be one of {STEMS}, but got {stem!r}.")
+    weights_module.validate_weights_argument(
+        weights, include_top=include_top, num_classes=num_classes
+    )
 
 
 def model_inputs(input_shape=None, input_tensor=None) -> tf.Tensor:
