@@ -9,12 +9,15 @@ Example:
     ```
 """
 
+from larq_dysign.zoo.cct import BinaryCCT, DyBinaryCCT
 from larq_dysign.zoo.mobilenet import DyMobileNet, ReActNetA
 from larq_dysign.zoo.registry import get_model, get_model_constructor, list_models
 from larq_dysign.zoo.resnet import DyResNet18, ReActNet18
 from larq_dysign.zoo.weights import get_weights_file, publish_weights, register_weights
 
 __all__ = [
+    "BinaryCCT",
+    "DyBinaryCCT",
     "DyMobileNet",
     "DyResNet18",
     "ReActNet18",
