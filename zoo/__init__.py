@@ -10,6 +10,7 @@ Example:
 """
 
 from larq_dysign.zoo.cct import BinaryCCT, DyBinaryCCT
+from larq_dysign.zoo.imagenet import decode_predictions, preprocess_input
 from larq_dysign.zoo.mobilenet import DyMobileNet, ReActNetA
 from larq_dysign.zoo.registry import get_model, get_model_constructor, list_models
 from larq_dysign.zoo.resnet import DyResNet18, ReActNet18
@@ -22,10 +23,12 @@ __all__ = [
     "DyResNet18",
     "ReActNet18",
     "ReActNetA",
+    "decode_predictions",
     "get_model",
     "get_model_constructor",
     "get_weights_file",
     "list_models",
+    "preprocess_input",
     "publish_weights",
     "register_weights",
 ]
