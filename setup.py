@@ -27,6 +27,7 @@ setup(
         "larq>=0.13.3,<0.15",
         "larq-compute-engine>=0.15,<0.17",
         "tensorflow-datasets>=4.9,<5",
+        "tensorboard>=2.16,<2.22",  # the training recipe's TensorBoard logs
         "numpy>=1.23,<2",
         "tqdm>=4.60",
     ],

@@ -1,0 +1,726 @@
+"""ReActNet's two-step training recipe, with checkpoints that survive a kill, and scale-out.
+
+The recipe (ReActNet, DESIGN.md section 7):
+
+| step | activations | weights | weight decay | initialized from |
+| --- | --- | --- | --- | --- |
+| 1 | binary | real (`binary_weights=False`) | 1e-5 | scratch |
+| 2 | binary | binary (`binary_weights=True`) | 0 | step 1's weights |
+
+Both steps: Adam (lr 5e-4 by default, ReActNet's at batch 256), the learning rate decaying
+linearly to 0 over the step's `epochs x steps_per_epoch` updates (`linear_decay`), and
+optionally distillation from a full-precision teacher (`larq_dysign.distill.Distiller`).
+Step 2 reuses step 1's weights: the two models differ only in their kernel quantizers, so
+their layers have the same names and weight shapes (`transfer_weights` checks it).
+
+Decisions:
+    - Weight decay is coupled L2, as `torch.optim.Adam(weight_decay=wd)` in ReActNet's code:
+      `wd / 2 * sum(w**2)` over the kernels (every trainable weight with 2 or more
+      dimensions: conv, dense and DySign/DyPReLU hyper-function kernels; not BatchNorm,
+      biases, thresholds or PReLU slopes) is added to the loss, so each kernel's gradient
+      gains `wd * w` (`add_weight_decay`).
+    - Learning rate: *not* scaled with the batch size. Adam normalizes its updates, and
+      ReActNet's 5e-4 was used at batch 256; pass `learning_rate` to change it (the linear
+      scaling rule, `5e-4 * global_batch / 256`, is the usual starting point when the
+      global batch grows a lot).
+    - Batch: `batch_size` is per replica; the pipelines are batched with the global batch
+      `batch_size x strategy.num_replicas_in_sync`.
+    - Inputs: images normalized to [-1, 1] by `larq_dysign.data.normalize`.
+
+Each step writes, under `out_dir/step<N>/`: `checkpoints/` (a `tf.train.Checkpoint` of model,
+optimizer with its iteration count, and epoch, saved after every epoch; a run started again
+with the same `out_dir` resumes from the latest), `history.csv` (one row per epoch, kept
+consistent with the checkpoint on resume), `logs/` (TensorBoard), and
+`<Model>_step<N>.h5` (final weights, loadable with the zoo's `weights=` argument).
+
+Example:
+    ```python
+    from larq_dysign import training
+    results = training.train("DyResNet18", dataset="cifar10", epochs=120, batch_size=128,
+                             out_dir="runs/dyresnet18_cifar10")
+    results[2].model.evaluate(...)
+    ```
+
+References:
+    - ReActNet: https://arxiv.org/abs/2003.03488
+    - Real-to-Binary Net (two-step training): https://arxiv.org/abs/2003.11535
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import importlib
+import logging
+import os
+import re
+from collections.abc import Callable
+
+import tensorflow as tf
+
+from larq_dysign import data as data_module
+from larq_dysign import distribute
+from larq_dysign.distill import Distiller, load_teacher
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LEARNING_RATE = 5e-4
+STEPS = ("1", "2", "both")
+
+
+@dataclasses.dataclass(frozen=True)
+class StepRecipe:
+    """What changes between the two steps of the recipe."""
+
+    binary_weights: bool
+    weight_decay: float
+
+
+RECIPE = {1: StepRecipe(binary_weights=False, weight_decay=1e-5), 2: StepRecipe(True, 0.0)}
+
+
+@dataclasses.dataclass
+class StepResult:
+    """What one training step produced.
+
+    Attributes:
+        step: 1 or 2.
+        model: the trained student.
+        history: the CSV history, `{column: [value per epoch]}`, all epochs (resumed ones too).
+        directory: the step's output directory.
+        weights_path: the final weights (`<Model>_step<N>.h5`).
+        initial_epoch: the epoch training started from (> 0 after a resume).
+        initial_iteration: the optimizer's iteration count when training started.
+    """
+
+    step: int
+    model: tf.keras.Model
+    history: dict[str, list[float]]
+    directory: str
+    weights_path: str
+    initial_epoch: int
+    initial_iteration: int
+
+
+# ---------------------------------------------------------------------------- recipe parts
+
+
+def linear_decay(
+    learning_rate: float, decay_steps: int
+) -> tf.keras.optimizers.schedules.LearningRateSchedule:
+    """`learning_rate` decaying linearly to 0 over `decay_steps` optimizer updates.
+
+    `lr(i) = learning_rate * (1 - min(i, decay_steps) / decay_steps)`.
+
+    Raises:
+        ValueError: `learning_rate` <= 0 or `decay_steps` < 1.
+    """
+    if not learning_rate > 0:
+        raise ValueError(f"Expected learning_rate > 0, but got {learning_rate!r}.")
+    if isinstance(decay_steps, bool) or not isinstance(decay_steps, int) or decay_steps < 1:
+        raise ValueError(
+            f"Expected decay_steps to be a positive integer, but got {decay_steps!r}."
+        )
+    return tf.keras.optimizers.schedules.PolynomialDecay(
+        learning_rate, decay_steps, end_learning_rate=0.0, power=1.0
+    )
+
+
+def decayed_weights(model: tf.keras.Model) -> list[tf.Variable]:
+    """The weights weight decay applies to: trainable weights with 2 or more dimensions."""
+    return [w for w in model.trainable_weights if w.shape.rank >= 2]
+
+
+def add_weight_decay(model: tf.keras.Model, weight_decay: float) -> list[tf.Variable]:
+    """Add coupled L2 weight decay to `model`'s losses (see the module docstring).
+
+    Details:
+        Adds the loss `weight_decay / 2 * sum(w**2)` over `decayed_weights(model)`, so
+        each of their gradients gains `weight_decay * w`, as PyTorch Adam's `weight_decay`
+        in ReActNet's code. Keras adds `model.losses` to the training loss (and
+        `Distiller` does too). Nothing is added when `weight_decay` is 0.
+
+    Returns:
+        The decayed weights.
+
+    Raises:
+        ValueError: `weight_decay` < 0.
+    """
+    if not weight_decay >= 0:
+        raise ValueError(f"Expected weight_decay >= 0, but got {weight_decay!r}.")
+    weights = decayed_weights(model)
+    if weight_decay > 0 and weights:
+        model.add_loss(
+            lambda: (weight_decay / 2) * tf.add_n([tf.reduce_sum(tf.square(w)) for w in weights])
+        )
+    return weights
+
+
+_UNIQUIFIER = re.compile(r"_\d+$")
+
+
+def _layer_signature(model: tf.keras.Model) -> list[tuple[str, list[tuple]]]:
+    return [
+        (layer.name, [tuple(w.shape) for w in layer.weights])
+        for layer in model.layers
+        if layer.weights
+    ]
+
+
+def transfer_weights(source: tf.keras.Model, target: tf.keras.Model) -> None:
+    """Copy every weight of `source` into `target`, layer by layer, after checking they fit.
+
+    Details:
+        Layers with weights are paired in order; each pair must have the same name and
+        weight shapes (a trailing `_<n>`, which Keras appends to automatic names when a
+        model is built twice in one session, is ignored). Step 1 -> step 2 of the recipe
+        always fits: the models differ only in their kernel quantizers.
+
+    Raises:
+        ValueError: naming the first layer whose name or shapes differ, or the layer count.
+    """
+    ours, theirs = _layer_signature(source), _layer_signature(target)
+    if len(ours) != len(theirs):
+        raise ValueError(
+            f"Expected {target.name} to have as many layers with weights as {source.name} "
+            f"({len(ours)}), but it has {len(theirs)}."
+        )
+    for index, ((name, shapes), (target_name, target_shapes)) in enumerate(zip(ours, theirs)):
+        if (
+            _UNIQUIFIER.sub("", name) != _UNIQUIFIER.sub("", target_name)
+            or shapes != target_shapes
+        ):
+            raise ValueError(
+                f"Cannot transfer weights from {source.name} to {target.name}: layer #{index} "
+                f"is {name!r} with shapes {shapes} in the source but {target_name!r} with "
+                f"shapes {target_shapes} in the target."
+            )
+    source_layers = [layer for layer in source.layers if layer.weights]
+    target_layers = [layer for layer in target.layers if layer.weights]
+    for source_layer, target_layer in zip(source_layers, target_layers):
+        target_layer.set_weights(source_layer.get_weights())
+
+
+# ---------------------------------------------------------------------------- models
+
+
+def resolve_model(model: str | Callable[..., tf.keras.Model]) -> tuple[str, Callable]:
+    """The name and constructor of `model`: a zoo name, "module:function", or a callable.
+
+    The constructor is called as the zoo's are: `fn(input_shape=..., num_classes=...,
+    binary_weights=..., **model_kwargs)`.
+
+    Raises:
+        ValueError: an unknown zoo name (the known ones are listed) or an import path that
+            does not resolve to a callable.
+    """
+    if callable(model):
+        return getattr(model, "__name__", type(model).__name__), model
+    if isinstance(model, str) and ":" in model:
+        module_name, _, attribute = model.partition(":")
+        try:
+            fn = getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError) as error:
+            raise ValueError(
+                f'Expected model "module:function" to name an importable callable, but got '
+                f"{model!r} ({error})."
+            ) from error
+        if not callable(fn):
+            raise ValueError(f"Expected {model!r} to be callable, but got {fn!r}.")
+        return attribute, fn
+    from larq_dysign import zoo
+
+    return model, zoo.get_model_constructor(model)
+
+
+def build_model(
+    model: str | Callable[..., tf.keras.Model],
+    *,
+    step: int,
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    model_kwargs: dict | None = None,
+) -> tf.keras.Model:
+    """The student of recipe step `step` (1: real weights, 2: binary weights).
+
+    Call it inside `strategy.scope()` when training under a strategy.
+
+    Raises:
+        ValueError: `step` is not 1 or 2; see `resolve_model`.
+    """
+    if step not in RECIPE:
+        raise ValueError(f"Expected step to be 1 or 2, but got {step!r}.")
+    _, constructor = resolve_model(model)
+    return constructor(
+        input_shape=tuple(input_shape),
+        num_classes=num_classes,
+        binary_weights=RECIPE[step].binary_weights,
+        **(model_kwargs or {}),
+    )
+
+
+def metrics_for(num_classes: int) -> list:
+    """Accuracy, plus top-5 accuracy when there are more than 10 classes."""
+    metrics = [tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    if num_classes > 10:
+        metrics.append(tf.keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5"))
+    return metrics
+
+
+def compile_for_training(
+    student: tf.keras.Model,
+    *,
+    optimizer: tf.keras.optimizers.Optimizer,
+    num_classes: int,
+    teacher: tf.keras.Model | None = None,
+    label_weight: float = 0.0,
+) -> tf.keras.Model:
+    """The model to `fit`: `student` with cross-entropy, or a `Distiller` with `teacher`.
+
+    Call it inside the strategy's scope.
+    """
+    if teacher is None:
+        student.compile(
+            optimizer=optimizer,
+            loss=tf.keras.losses.SparseCategoricalCrossentropy(),
+            metrics=metrics_for(num_classes),
+        )
+        return student
+    distiller = Distiller(student, teacher, label_weight=label_weight)
+    distiller.compile(optimizer=optimizer, metrics=metrics_for(num_classes))
+    return distiller
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+class EpochCheckpoint(tf.keras.callbacks.Callback):
+    """Saves a `tf.train.Checkpoint` (model, optimizer, epoch) after every epoch.
+
+    Checkpoint `n` holds the state after `n` epochs; `epoch` records `n`, the epoch to
+    resume from. Place it before `CSVLogger` so that an epoch's CSV row is only written
+    once its checkpoint exists.
+    """
+
+    def __init__(self, manager: tf.train.CheckpointManager, epoch: tf.Variable):
+        super().__init__()
+        self.manager = manager
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch.assign(epoch + 1)
+        self.manager.save(checkpoint_number=epoch + 1)
+
+
+class LearningRateLogger(tf.keras.callbacks.Callback):
+    """Adds `learning_rate` to each epoch's logs (CSV, TensorBoard): the schedule's value at
+    the optimizer's iteration count, i.e. the rate of the next update (0 once decayed)."""
+
+    def __init__(self, schedule: tf.keras.optimizers.schedules.LearningRateSchedule):
+        super().__init__()
+        self.schedule = schedule
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            rate = self.schedule(self.model.optimizer.iterations)
+            logs["learning_rate"] = float(tf.keras.backend.get_value(rate))
+
+
+def read_history(path: str) -> dict[str, list[float]]:
+    """A `CSVLogger` file as `{column: [float per epoch]}` (empty if there is no file).
+
+    Columns with no value in any row (the "NA" `val_*` columns of a run without validation)
+    are left out.
+    """
+    if not os.path.exists(path):
+        return {}
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    columns = [c for c in (rows[0].keys() if rows else []) if any(r[c] != "NA" for r in rows)]
+    return {c: [float("nan") if r[c] == "NA" else float(r[c]) for r in rows] for c in columns}
+
+
+def truncate_history(path: str, epochs: int) -> None:
+    """Keep only the rows of epochs `< epochs` in a `CSVLogger` file (after a resume).
+
+    A run killed after writing an epoch's row but before the next checkpoint would
+    otherwise repeat that epoch's row.
+    """
+    if not os.path.exists(path):
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return
+    kept = [rows[0]] + [row for row in rows[1:] if row and int(float(row[0])) < epochs]
+    part = f"{path}.part"
+    with open(part, "w", newline="") as f:
+        csv.writer(f).writerows(kept)
+    os.replace(part, path)
+
+
+# ---------------------------------------------------------------------------- training
+
+
+def _steps_per_epoch(steps_per_epoch, train_examples, info, global_batch) -> int:
+    if steps_per_epoch is not None:
+        if isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, int):
+            raise ValueError(
+                f"Expected steps_per_epoch to be a positive integer, but got {steps_per_epoch!r}."
+            )
+        if steps_per_epoch < 1:
+            raise ValueError(
+                f"Expected steps_per_epoch to be a positive integer, but got {steps_per_epoch!r}."
+            )
+        return steps_per_epoch
+    examples = min(train_examples or info.train_examples, info.train_examples)
+    if examples < global_batch:
+        raise ValueError(
+            f"Expected at least one global batch ({global_batch}) of training examples, but "
+            f"the dataset has {examples}."
+        )
+    return examples // global_batch
+
+
+def run_step(
+    model: str | Callable[..., tf.keras.Model],
+    *,
+    step: int,
+    pipelines: data_module.Pipelines,
+    out_dir: str,
+    epochs: int,
+    steps_per_epoch: int,
+    strategy: tf.distribute.Strategy,
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    initial_model: tf.keras.Model | None = None,
+    teacher: tf.keras.Model | None = None,
+    label_weight: float = 0.0,
+    learning_rate: float = DEFAULT_LEARNING_RATE,
+    weight_decay: float | None = None,
+    validate: bool = True,
+    validation_steps: int | None = None,
+    model_kwargs: dict | None = None,
+    callbacks: list | None = None,
+    verbose: int | str = "auto",
+) -> StepResult:
+    """Train one step of the recipe, resuming from `out_dir/step<N>/checkpoints` if any.
+
+    Details:
+        Builds the student (and compiles it, or a `Distiller` with `teacher`) inside
+        `strategy.scope()`; copies `initial_model`'s weights into it (step 2: the step-1
+        model) with `transfer_weights`; then, if a checkpoint exists, restores model,
+        optimizer (iteration count, Adam moments) and epoch from the latest and continues
+        from there. `pipelines.train` must be batched with the global batch; it is
+        repeated, and each epoch is `steps_per_epoch` updates. The chief worker writes the
+        files listed in the module docstring; other workers write scratch copies.
+
+    Returns:
+        A `StepResult`.
+    """
+    directory = os.path.join(out_dir, f"step{step}")
+    write_dir = distribute.worker_directory(directory, strategy)
+    os.makedirs(write_dir, exist_ok=True)
+    name, _ = resolve_model(model)
+    decay = RECIPE[step].weight_decay if weight_decay is None else weight_decay
+
+    with strategy.scope():
+        student = build_model(
+            model,
+            step=step,
+            input_shape=input_shape,
+            num_classes=num_classes,
+            model_kwargs=model_kwargs,
+        )
+        if initial_model is not None:
+            transfer_weights(initial_model, student)
+        add_weight_decay(student, decay)
+        schedule = linear_decay(learning_rate, epochs * steps_per_epoch)
+        optimizer = tf.keras.optimizers.Adam(schedule)
+        trainable = compile_for_training(
+            student,
+            optimizer=optimizer,
+            num_classes=num_classes,
+            teacher=teacher,
+            label_weight=label_weight,
+        )
+        latest = tf.train.latest_checkpoint(os.path.join(directory, "checkpoints"))
+        if latest:
+            optimizer.build(student.trainable_variables)  # slots must exist to be restored
+    epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+    checkpoint = tf.train.Checkpoint(model=student, optimizer=optimizer, epoch=epoch)
+    manager = tf.train.CheckpointManager(
+        checkpoint,
+        os.path.join(write_dir, "checkpoints"),
+        max_to_keep=3 if write_dir == directory else 1,
+    )
+    if latest:
+        checkpoint.restore(latest).assert_existing_objects_matched()
+    initial_epoch = int(epoch.numpy())
+    initial_iteration = int(optimizer.iterations.numpy())
+    if latest:
+        logger.info(
+            "Step %d: resuming from %s (epoch %d, optimizer iteration %d).",
+            step,
+            latest,
+            initial_epoch,
+            initial_iteration,
+        )
+        if verbose:
+            print(
+                f"Step {step}: resuming from {latest} at epoch {initial_epoch}, "
+                f"optimizer iteration {initial_iteration}."
+            )
+
+    history_path = os.path.join(write_dir, "history.csv")
+    truncate_history(history_path, initial_epoch)
+    step_callbacks = [
+        LearningRateLogger(schedule),
+        EpochCheckpoint(manager, epoch),
+        tf.keras.callbacks.CSVLogger(history_path, append=True),
+        tf.keras.callbacks.TensorBoard(
+            os.path.join(write_dir, "logs"), write_graph=False, profile_batch=0
+        ),
+        *(callbacks or []),
+    ]
+    if initial_epoch < epochs:
+        trainable.fit(
+            pipelines.train.repeat(),
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps_per_epoch,
+            validation_data=pipelines.eval if validate else None,
+            validation_steps=validation_steps if validate else None,
+            callbacks=step_callbacks,
+            verbose=verbose,
+        )
+
+    weights_path = os.path.join(write_dir, f"{name}_step{step}.h5")
+    student.save_weights(weights_path, save_format="h5")
+    distribute.remove_worker_directory(directory, strategy)
+    return StepResult(
+        step=step,
+        model=student,
+        history=read_history(os.path.join(directory, "history.csv")),
+        directory=directory,
+        weights_path=os.path.join(directory, f"{name}_step{step}.h5"),
+        initial_epoch=initial_epoch,
+        initial_iteration=initial_iteration,
+    )
+
+
+def _step_list(step) -> list[int]:
+    step = str(step)
+    if step not in STEPS:
+        raise ValueError(f"Expected step to be one of {STEPS}, but got {step!r}.")
+    return [1, 2] if step == "both" else [int(step)]
+
+
+def train(
+    model: str | Callable[..., tf.keras.Model],
+    *,
+    dataset: str,
+    out_dir: str,
+    epochs: int,
+    batch_size: int,
+    step: str | int = "both",
+    steps_per_epoch: int | None = None,
+    teacher: tf.keras.Model | str | None = None,
+    label_weight: float = 0.0,
+    strategy: str | tf.distribute.Strategy = "default",
+    learning_rate: float = DEFAULT_LEARNING_RATE,
+    weight_decay: float | None = None,
+    input_shape: tuple[int, int, int] | None = None,
+    num_classes: int | None = None,
+    model_kwargs: dict | None = None,
+    data_kwargs: dict | None = None,
+    init_weights: str | None = None,
+    validate: bool = True,
+    validation_steps: int | None = None,
+    callbacks: list | None = None,
+    verbose: int | str = "auto",
+) -> dict[int, StepResult]:
+    """Train a zoo model with ReActNet's two-step recipe (see the module docstring).
+
+    Details:
+        Step 1 trains with real weights, step 2 with binary weights starting from step 1's
+        (in memory when step 1 ran or was restored in this call; else from `init_weights`,
+        default `out_dir/step1/<Model>_step1.h5`). Each step runs `epochs` epochs and
+        resumes from its own checkpoints, so running the same call again after a crash
+        continues where it stopped (a finished step is restored, not retrained).
+
+    Example:
+        ```python
+        results = train("ReActNet18", dataset="fashion_mnist", epochs=3, batch_size=64,
+                        out_dir="runs/fm", model_kwargs={"stem": "imagenet"})
+        results[2].history["val_accuracy"][-1]
+        ```
+
+    Args:
+        model: a zoo model name, "module:function", or a constructor taking
+            `input_shape`, `num_classes`, `binary_weights` (and `model_kwargs`).
+        dataset: "imagenet2012", "cifar10" or "fashion_mnist" (`larq_dysign.data`).
+        out_dir: output directory (checkpoints, logs, CSV history, weights per step).
+        epochs: epochs of each step.
+        batch_size: per-replica batch size; the global batch is this times the replicas.
+        step: 1, 2 or "both".
+        steps_per_epoch: updates per epoch; default one pass over the train split.
+        teacher: a full-precision `tf.keras.Model` or saved-model path; distils both steps.
+        label_weight: weight of the label cross-entropy next to distillation (0: KL only).
+        strategy: a `tf.distribute.Strategy`, or a name for `distribute.make_strategy`.
+        learning_rate: Adam's initial learning rate (not scaled with the batch; see above).
+        weight_decay: overrides the recipe's (1e-5 for step 1, 0 for step 2).
+        input_shape, num_classes: default to the dataset's.
+        model_kwargs: more constructor arguments, e.g. `{"stem": "small"}`.
+        data_kwargs: more dataset arguments, e.g. `{"train_examples": 2048}`.
+        init_weights: step-1 weights for `step=2` (an `.h5` written by step 1).
+        validate: evaluate on the eval split after each epoch.
+        validation_steps: batches per evaluation; default the whole split.
+        callbacks: more Keras callbacks, given to both steps.
+        verbose: Keras' `fit` verbosity ("auto", 0, 1 = progress bar, 2 = one line).
+
+    Returns:
+        `{step: StepResult}` for the steps run.
+
+    Raises:
+        ValueError: a bad argument (unknown model, dataset, step or strategy, ...).
+        FileNotFoundError: `step=2` without step-1 weights.
+    """
+    steps = _step_list(step)
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"Expected epochs to be a positive integer, but got {epochs!r}.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"Expected batch_size to be a positive integer, but got {batch_size!r}.")
+    info = data_module.dataset_info(dataset)
+    name, _ = resolve_model(model)
+    if isinstance(strategy, str):
+        strategy = distribute.make_strategy(strategy)
+    input_shape = tuple(input_shape or info.input_shape)
+    num_classes = num_classes or info.num_classes
+    global_batch = batch_size * strategy.num_replicas_in_sync
+    data_kwargs = dict(data_kwargs or {})
+    steps_per_epoch = _steps_per_epoch(
+        steps_per_epoch, data_kwargs.get("train_examples"), info, global_batch
+    )
+    initial_model = None
+    if steps == [2]:
+        init_weights = init_weights or os.path.join(out_dir, "step1", f"{name}_step1.h5")
+        if not os.path.exists(init_weights):
+            raise FileNotFoundError(
+                f"Step 2 starts from step 1's weights, but {init_weights} does not exist: run "
+                "step 1 first (same out_dir), or pass init_weights."
+            )
+        with strategy.scope():
+            initial_model = build_model(
+                model,
+                step=1,
+                input_shape=input_shape,
+                num_classes=num_classes,
+                model_kwargs=model_kwargs,
+            )
+            initial_model.load_weights(init_weights)
+
+    pipelines = data_module.load(dataset, batch_size=global_batch, **data_kwargs)
+    if teacher is not None:
+        with strategy.scope():
+            teacher = load_teacher(teacher)
+
+    results = {}
+    for current in steps:
+        if verbose:
+            print(
+                f"Step {current}: {name} on {dataset}, {strategy.num_replicas_in_sync} "
+                f"replica(s), global batch {global_batch}, {steps_per_epoch} steps per epoch, "
+                f"{epochs} epochs, binary weights {RECIPE[current].binary_weights}."
+            )
+        result = run_step(
+            model,
+            step=current,
+            pipelines=pipelines,
+            out_dir=out_dir,
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch,
+            strategy=strategy,
+            input_shape=input_shape,
+            num_classes=num_classes,
+            initial_model=initial_model,
+            teacher=teacher,
+            label_weight=label_weight,
+            learning_rate=learning_rate,
+            weight_decay=weight_decay,
+            validate=validate,
+            validation_steps=validation_steps,
+            model_kwargs=model_kwargs,
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+        results[current] = result
+        initial_model = result.model
+    return results
+
+
+def evaluate(
+    model: str | Callable[..., tf.keras.Model],
+    *,
+    weights: str,
+    dataset: str,
+    batch_size: int = 64,
+    step: int = 2,
+    strategy: str | tf.distribute.Strategy = "default",
+    input_shape: tuple[int, int, int] | None = None,
+    num_classes: int | None = None,
+    model_kwargs: dict | None = None,
+    data_kwargs: dict | None = None,
+    steps: int | None = None,
+    verbose: int | str = "auto",
+) -> dict[str, float]:
+    """Loss and accuracy of a trained model on the dataset's eval split.
+
+    Example:
+        ```python
+        evaluate("ReActNet18", weights="runs/fm/step2/ReActNet18_step2.h5",
+                 dataset="fashion_mnist")   # {"loss": ..., "accuracy": ...}
+        ```
+
+    Args:
+        model: as for `train`.
+        weights: a checkpoint written by `train` (or any file `model.load_weights` reads).
+        dataset: "imagenet2012", "cifar10" or "fashion_mnist".
+        batch_size: per-replica batch size.
+        step: 2 (binary weights, the final model) or 1 (real weights).
+        strategy, input_shape, num_classes, model_kwargs, data_kwargs: as for `train`.
+        steps: batches to evaluate; default the whole split.
+        verbose: Keras' `evaluate` verbosity.
+
+    Returns:
+        `{"loss": ..., "accuracy": ...}` (and "top5" for more than 10 classes).
+
+    Raises:
+        ValueError: a bad argument.
+        FileNotFoundError: `weights` does not exist.
+    """
+    info = data_module.dataset_info(dataset)
+    if not os.path.exists(weights) and not os.path.exists(f"{weights}.index"):
+        raise FileNotFoundError(
+            f"Expected weights to be a checkpoint file, but {weights} does not exist."
+        )
+    if isinstance(strategy, str):
+        strategy = distribute.make_strategy(strategy)
+    input_shape = tuple(input_shape or info.input_shape)
+    num_classes = num_classes or info.num_classes
+    with strategy.scope():
+        net = build_model(
+            model,
+            step=step,
+            input_shape=input_shape,
+            num_classes=num_classes,
+            model_kwargs=model_kwargs,
+        )
+        net.load_weights(weights)
+        net.compile(
+            loss=tf.keras.losses.SparseCategoricalCrossentropy(), metrics=metrics_for(num_classes)
+        )
+    pipelines = data_module.load(
+        dataset, batch_size=batch_size * strategy.num_replicas_in_sync, **(data_kwargs or {})
+    )
+    return net.evaluate(pipelines.eval, steps=steps, verbose=verbose, return_dict=True)

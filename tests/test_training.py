@@ -1,0 +1,317 @@
+"""The two-step recipe, weight decay, distillation, checkpoints surviving SIGKILL, the CLI."""
+
+import inspect
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from larq_dysign import cli, data, training, zoo
+from larq_dysign.distill import Distiller, distillation_loss
+
+
+def tiny_bnn(*, input_shape, num_classes, binary_weights=True, batch_norm=True):
+    """A two-conv binary network with the zoo's blocks, for tests of the training machinery
+    (the zoo's ResNet-18 costs seconds per step here). Self-contained: written to a module
+    file for the CLI's "module:function" model argument."""
+    import larq_dysign  # noqa: F401, I001  (Keras 2 before tensorflow)
+    import tensorflow as tf
+    from larq_dysign.layers import RSign
+    from larq_dysign.zoo import common
+
+    inputs = tf.keras.Input(input_shape)
+    x = tf.keras.layers.Conv2D(8, 3, strides=2, padding="same", use_bias=False, name="stem")(
+        inputs
+    )
+    if batch_norm:
+        x = tf.keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = RSign(name="sign")(x)
+    x = common.binary_conv2d(16, 3, strides=2, binary_weights=binary_weights, name="bconv")(x)
+    if batch_norm:
+        x = tf.keras.layers.BatchNormalization(name="bconv_bn")(x)
+    x = tf.keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    x = tf.keras.layers.Dense(num_classes, name="logits")(x)
+    outputs = tf.keras.layers.Activation("softmax", name="predictions")(x)
+    return tf.keras.Model(inputs, outputs, name="tiny_bnn")
+
+
+TINY_MODULE_SOURCE = inspect.getsource(tiny_bnn)
+
+
+def write_tiny_module(directory) -> None:
+    """`directory/tinymodels.py` defining `tiny_bnn`, importable as "tinymodels:tiny_bnn"."""
+    (directory / "tinymodels.py").write_text(TINY_MODULE_SOURCE)
+
+
+def subprocess_env(directory) -> dict:
+    path = os.pathsep.join(filter(None, [str(directory), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+# ---------------------------------------------------------------------------- recipe parts
+
+
+def test_linear_decay_reaches_zero_and_stays_there():
+    schedule = training.linear_decay(5e-4, 100)
+    values = [float(schedule(step)) for step in (0, 25, 50, 100, 150)]
+    np.testing.assert_allclose(values, [5e-4, 3.75e-4, 2.5e-4, 0.0, 0.0], atol=1e-9)
+    with pytest.raises(ValueError, match="decay_steps"):
+        training.linear_decay(5e-4, 0)
+    with pytest.raises(ValueError, match="learning_rate"):
+        training.linear_decay(0.0, 10)
+
+
+def test_recipe_steps():
+    assert training.RECIPE[1] == training.StepRecipe(binary_weights=False, weight_decay=1e-5)
+    assert training.RECIPE[2] == training.StepRecipe(binary_weights=True, weight_decay=0.0)
+
+
+def test_weight_decay_is_coupled_l2_on_kernels_only():
+    model = tiny_bnn(input_shape=(28, 28, 1), num_classes=10, binary_weights=False)
+    decayed = training.add_weight_decay(model, 1e-2)
+    assert sorted(w.name for w in decayed) == [
+        "bconv/kernel:0",
+        "logits/kernel:0",
+        "stem/kernel:0",
+    ]
+    expected = 1e-2 / 2 * sum(float(np.sum(w.numpy() ** 2)) for w in decayed)
+    assert len(model.losses) == 1
+    np.testing.assert_allclose(float(model.losses[0]), expected, rtol=1e-5)
+    with tf.GradientTape() as tape:
+        loss = tf.add_n(model.losses)
+    gradients = tape.gradient(loss, model.trainable_weights)
+    for weight, gradient in zip(model.trainable_weights, gradients):
+        if any(weight is w for w in decayed):
+            # d/dw (wd/2 * w^2) = wd * w, as PyTorch Adam's weight_decay
+            np.testing.assert_allclose(gradient.numpy(), 1e-2 * weight.numpy(), rtol=1e-5)
+        else:
+            assert gradient is None, weight.name  # BatchNorm, biases, thresholds: no decay
+    plain = tiny_bnn(input_shape=(28, 28, 1), num_classes=10)
+    assert len(training.add_weight_decay(plain, 0.0)) == 3 and plain.losses == []
+    with pytest.raises(ValueError, match="weight_decay"):
+        training.add_weight_decay(plain, -1.0)
+
+
+def test_transfer_weights_copies_by_layer_and_checks_names_and_shapes():
+    step1 = tiny_bnn(input_shape=(28, 28, 1), num_classes=10, binary_weights=False)
+    step2 = tiny_bnn(input_shape=(28, 28, 1), num_classes=10, binary_weights=True)
+    assert step1.get_layer("bconv").kernel_quantizer is None
+    assert step2.get_layer("bconv").kernel_quantizer is not None
+    training.transfer_weights(step1, step2)
+    for a, b in zip(step1.weights, step2.weights):
+        assert a.name == b.name
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    other = tiny_bnn(input_shape=(28, 28, 1), num_classes=5)
+    with pytest.raises(ValueError, match=r"layer #5 is 'logits' with shapes \[\(16, 10\)"):
+        training.transfer_weights(step1, other)
+
+
+def test_bad_arguments_are_named(tmp_path):
+    with pytest.raises(ValueError, match="Unknown model 'ResNet99'.*ReActNet18"):
+        training.resolve_model("ResNet99")
+    with pytest.raises(ValueError, match="module:function"):
+        training.resolve_model("no_such_module_xyz:fn")
+    common = {"dataset": "fashion_mnist", "out_dir": str(tmp_path), "batch_size": 8}
+    with pytest.raises(ValueError, match="step to be one of.*'3'"):
+        training.train(tiny_bnn, epochs=1, step=3, **common)
+    with pytest.raises(ValueError, match="epochs"):
+        training.train(tiny_bnn, epochs=0, **common)
+    with pytest.raises(FileNotFoundError, match="run step 1 first"):
+        training.train(tiny_bnn, epochs=1, step=2, **common)
+    with pytest.raises(SystemExit):
+        cli.main(["train", "ReActNet18", "--dataset", "mnist", "--epochs", "1", "--out", "x"])
+
+
+# ---------------------------------------------------------------------------- distillation
+
+
+def test_distillation_loss_is_kl_divergence():
+    rng = np.random.default_rng(0)
+    teacher = rng.dirichlet(np.ones(10), size=4).astype(np.float32)
+    student = rng.dirichlet(np.ones(10), size=4).astype(np.float32)
+    expected = np.sum(teacher * (np.log(teacher) - np.log(student)), axis=-1)
+    np.testing.assert_allclose(distillation_loss(teacher, student).numpy(), expected, rtol=1e-5)
+    np.testing.assert_allclose(distillation_loss(teacher, teacher).numpy(), 0.0, atol=1e-6)
+
+
+def test_distiller_loss_differs_from_labels_and_decreases(fashion_mnist_sample):
+    x, y = fashion_mnist_sample
+    teacher = tiny_bnn(input_shape=(28, 28, 1), num_classes=10, binary_weights=False)
+    teacher.compile(tf.keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    teacher.fit(x, y, epochs=3, batch_size=64, verbose=0)
+    teacher_weights = [w.numpy() for w in teacher.weights]
+
+    student = tiny_bnn(input_shape=(28, 28, 1), num_classes=10)
+    distiller = training.compile_for_training(
+        student, optimizer=tf.keras.optimizers.Adam(1e-2), num_classes=10, teacher=teacher
+    )
+    assert isinstance(distiller, Distiller)
+    xb, yb = x[:64], y[:64]
+    before = distiller.evaluate(xb, yb, batch_size=64, verbose=0, return_dict=True)
+    student_probabilities = student.predict(xb, verbose=0)
+    kl = distillation_loss(teacher.predict(xb, verbose=0), student_probabilities).numpy().mean()
+    labels = tf.keras.losses.sparse_categorical_crossentropy(yb, student_probabilities)
+    np.testing.assert_allclose(before["loss"], kl, rtol=1e-5)
+    assert abs(before["loss"] - float(np.mean(labels))) > 0.05  # the teacher, not the labels
+
+    history = distiller.fit(xb, yb, epochs=6, batch_size=64, verbose=0).history["loss"]
+    after = distiller.evaluate(xb, yb, batch_size=64, verbose=0, return_dict=True)
+    assert all(b < a for a, b in zip(history, history[1:])) and history[-1] < 0.9 * history[0]
+    assert after["distillation_loss"] < before["distillation_loss"]
+    for w, value in zip(teacher.weights, teacher_weights):
+        np.testing.assert_array_equal(w.numpy(), value)  # the teacher is frozen
+
+    # label_weight=1 is plain cross-entropy with the labels
+    mixed = Distiller(student, teacher, label_weight=1.0)
+    mixed.compile(optimizer="adam")
+    ce = tf.keras.losses.sparse_categorical_crossentropy(yb, student.predict(xb, verbose=0))
+    loss = mixed.evaluate(xb, yb, batch_size=64, verbose=0, return_dict=True)["loss"]
+    np.testing.assert_allclose(loss, float(np.mean(ce)), rtol=1e-5)
+    with pytest.raises(ValueError, match="output shape"):
+        Distiller(student, tiny_bnn(input_shape=(28, 28, 1), num_classes=5))
+
+
+# ---------------------------------------------------------------------------- two steps
+
+
+class _WeightsAtTrainBegin(tf.keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.snapshots = []
+
+    def on_train_begin(self, logs=None):
+        student = getattr(self.model, "student", self.model)
+        self.snapshots.append({w.name: w.numpy() for w in student.weights})
+
+
+@pytest.mark.slow
+def test_two_step_recipe_on_fashion_mnist_beats_chance(tmp_path):
+    # ReActNet18 with the ImageNet stem (7x7 maps at 28 px: the cheapest zoo configuration),
+    # 30 updates of 16 images per step, lr 3e-3 for so short a run.
+    recorder = _WeightsAtTrainBegin()
+    results = training.train(
+        "ReActNet18",
+        dataset="fashion_mnist",
+        out_dir=str(tmp_path),
+        epochs=1,
+        batch_size=16,
+        steps_per_epoch=30,
+        learning_rate=3e-3,
+        model_kwargs={"stem": "imagenet"},
+        data_kwargs={"train_examples": 4096, "augment": False},
+        validate=False,
+        callbacks=[recorder],
+        verbose=0,
+    )
+    step1, step2 = results[1].model, results[2].model
+    assert step1.get_layer("stage1_block1_conv").kernel_quantizer is None
+    assert step2.get_layer("stage1_block1_conv").kernel_quantizer is not None
+    assert len(step1.losses) == 1 and step2.losses == []  # weight decay 1e-5, then 0
+
+    # step 2 starts exactly where step 1 ended (every weight, by name), then moves on
+    at_step2_start = recorder.snapshots[1]
+    assert set(at_step2_start) == {w.name for w in step1.weights}
+    for w in step1.weights:
+        np.testing.assert_array_equal(at_step2_start[w.name], w.numpy(), err_msg=w.name)
+    kernel = "stage2_block1_conv/kernel:0"
+    assert not np.array_equal(recorder.snapshots[0][kernel], at_step2_start[kernel])
+    assert not np.array_equal(
+        step2.get_layer("stage2_block1_conv").kernel.numpy(), at_step2_start[kernel]
+    )
+
+    for result in results.values():
+        assert result.history["epoch"] == [0.0] and result.history["learning_rate"] == [0.0]
+        assert os.path.isfile(result.weights_path)
+
+    # held-out test images; chance is 10%
+    evaluation = data.fashion_mnist(batch_size=100, eval_examples=1000).eval
+    accuracy = step2.evaluate(evaluation, verbose=0, return_dict=True)["accuracy"]
+    print(f"two-step ReActNet18, 2 x 30 x 16 images: held-out accuracy {accuracy:.3f}")
+    assert accuracy > 0.40
+
+    # the final weights file passes the zoo's loader check (layer order and shapes)
+    assert zoo.weights.check_compatible(step2, results[2].weights_path) == "h5"
+
+
+# ---------------------------------------------------------------------------- resume
+
+
+def _checkpoint_value(prefix: str, name: str):
+    reader = tf.train.load_checkpoint(prefix)
+    return int(reader.get_tensor(f"{name}/.ATTRIBUTES/VARIABLE_VALUE"))
+
+
+def test_cli_run_killed_by_sigkill_resumes_with_optimizer_state_and_history(
+    tmp_path, monkeypatch, capsys
+):
+    write_tiny_module(tmp_path)
+    teacher = tiny_bnn(input_shape=(28, 28, 1), num_classes=10, binary_weights=False)
+    teacher.save(tmp_path / "teacher.keras")
+    out = tmp_path / "run"
+    command = [
+        sys.executable, "-m", "larq_dysign.cli", "train", "tinymodels:tiny_bnn",
+        "--dataset", "fashion_mnist", "--train-examples", "512", "--no-validation",
+        "--epochs", "6", "--steps-per-epoch", "20", "--batch-size", "16", "--step", "1",
+        "--teacher", str(tmp_path / "teacher.keras"), "--out", str(out), "--verbose", "2",
+    ]  # fmt: skip
+    env = subprocess_env(tmp_path)
+    checkpoints = out / "step1" / "checkpoints"
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    deadline = time.monotonic() + 600  # a safety net, not a timing assertion
+    while not (checkpoints / "checkpoint").exists() and process.poll() is None:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    first_output = process.communicate()[0]
+    assert process.returncode == -signal.SIGKILL, first_output  # killed mid-run
+
+    latest = tf.train.latest_checkpoint(str(checkpoints))
+    epochs_done = _checkpoint_value(latest, "epoch")
+    assert 1 <= epochs_done < 6 and latest.endswith(f"ckpt-{epochs_done}")
+    assert _checkpoint_value(latest, "optimizer/_iterations") == 20 * epochs_done
+    before = training.read_history(str(out / "step1" / "history.csv"))
+    assert len(before["epoch"]) in (epochs_done, epochs_done + 1)  # killed before/after a row
+
+    second = subprocess.run(command, env=env, capture_output=True, text=True)
+    assert second.returncode == 0, second.stdout + second.stderr
+    expected = f"resuming from {latest} at epoch {epochs_done}, optimizer iteration "
+    assert expected + f"{20 * epochs_done}." in second.stdout, second.stdout
+    assert f"Epoch {epochs_done + 1}/6" in second.stdout and "Epoch 1/6" not in second.stdout
+
+    history = training.read_history(str(out / "step1" / "history.csv"))
+    assert history["epoch"] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    for column in ("loss", "distillation_loss", "accuracy", "learning_rate"):
+        assert history[column][:epochs_done] == before[column][:epochs_done], column
+    # the schedule continued from the restored iteration: 5e-4 * (1 - 20 e / 120)
+    np.testing.assert_allclose(
+        history["learning_rate"], [5e-4 * (1 - (e + 1) / 6) for e in range(6)], atol=1e-9
+    )
+    final = tf.train.latest_checkpoint(str(checkpoints))
+    assert final.endswith("ckpt-6") and _checkpoint_value(final, "optimizer/_iterations") == 120
+
+    # `larq-dysign evaluate` on the final weights agrees with Keras' evaluate
+    weights = out / "step1" / "tiny_bnn_step1.h5"
+    monkeypatch.syspath_prepend(str(tmp_path))
+    capsys.readouterr()
+    arguments = ["evaluate", "tinymodels:tiny_bnn", "--weights", str(weights), "--step", "1"]
+    arguments += ["--dataset", "fashion_mnist", "--eval-examples", "200", "--verbose", "0"]
+    assert cli.main(arguments) == 0
+    reported = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    model = tiny_bnn(input_shape=(28, 28, 1), num_classes=10, binary_weights=False)
+    model.load_weights(str(weights))
+    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    images, labels = data.load_fashion_mnist_arrays("test")
+    expected_metrics = model.evaluate(
+        data.normalize(images[:200]), labels[:200], verbose=0, return_dict=True
+    )
+    assert reported["accuracy"] == pytest.approx(expected_metrics["accuracy"], abs=1e-6)
+    assert reported["loss"] == pytest.approx(expected_metrics["loss"], rel=1e-4)
