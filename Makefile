@@ -37,5 +37,9 @@ lint: install
 test: install data lint
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
+# The main job: train a DyResNet18 on Fashion-MNIST, evaluate, export to .tflite, verify, time.
+demo: install data
+	$(BIN)/python -m larq_dysign.demo --out out/demo $(DEMO_ARGS)
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

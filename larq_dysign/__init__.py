@@ -12,6 +12,7 @@ from larq_dysign._keras2 import use_legacy_keras
 
 use_legacy_keras()
 
+from larq_dysign import zoo  # noqa: E402  (registers the zoo's layers for load_model)
 from larq_dysign.layers import (  # noqa: E402  (must follow use_legacy_keras)
     BinaryDense,
     DyPReLU,
@@ -32,5 +33,6 @@ __all__ = [
     "RSign",
     "channel_statistics",
     "dynamic_sign",
+    "zoo",
     "__version__",
 ]

@@ -7,7 +7,8 @@ import json
 import os
 
 import numpy as np
-import tensorflow as tf
+
+from larq_dysign.data import normalize
 
 CLASS_INDEX_PATH = os.path.join(os.path.dirname(__file__), "imagenet_class_index.json")
 
@@ -15,7 +16,7 @@ CLASS_INDEX_PATH = os.path.join(os.path.dirname(__file__), "imagenet_class_index
 def preprocess_input(x):
     """Scale images from [0, 255] to [-1, 1] (`x / 127.5 - 1`), as larq-zoo's models expect.
 
-    The data pipelines in `larq_dysign.data` apply the same normalization.
+    The same function as `larq_dysign.data.normalize`, which every data pipeline applies.
 
     Example:
         ```python
@@ -28,9 +29,8 @@ def preprocess_input(x):
     Returns:
         float32 values in [-1, 1], a NumPy array for NumPy input, else a tensor.
     """
-    if isinstance(x, np.ndarray):
-        return x.astype(np.float32) / 127.5 - 1.0
-    return tf.cast(x, tf.float32) / 127.5 - 1.0
+    outputs = normalize(x)
+    return outputs.numpy() if isinstance(x, np.ndarray) else outputs
 
 
 @functools.lru_cache(maxsize=1)
