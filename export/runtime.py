@@ -1,0 +1,282 @@
+"""Running a converted file with LCE's interpreter: parity with Keras, and host latency.
+
+The interpreter in the `larq-compute-engine` wheel
+(`larq_compute_engine.tflite.python.interpreter.Interpreter`) runs LCE's custom ops with
+their portable kernels on the host (x86-64 here). Its outputs prove the conversion correct;
+its latency shows relative costs (DySign vs RSign, 1 vs 2 threads), not ARM speed: LCE's
+optimized kernels are aarch64 code (see docs/raspberry-pi.md to measure on a Pi).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import statistics
+import time
+
+import numpy as np
+import tensorflow as tf
+from larq_compute_engine.tflite.python.interpreter import Interpreter
+
+from larq_dysign.export import flatbuffer as fbs
+
+#: Relative tolerance (of the largest |output|) under which a sample counts as reproduced.
+CLOSE_RTOL = 1e-3
+
+
+def kernels_note(machine: str) -> str:
+    """What a host latency measures, for labels: x86 hosts run LCE's portable kernels."""
+    if machine.lower() in ("aarch64", "arm64"):
+        return (
+            f"LCE interpreter on this {machine} host, not a Raspberry Pi: measure on the "
+            "device with lce_benchmark_model"
+        )
+    return (
+        f"LCE interpreter on the {machine} host: portable reference kernels (x86), not ARM "
+        "speed; measure on the device with lce_benchmark_model"
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Parity:
+    """How closely the converted file reproduces the Keras model on the same inputs.
+
+    Attributes:
+        max_abs_diff: largest |tflite - keras| over all outputs and samples.
+        mean_abs_diff: mean |tflite - keras|.
+        argmax_agreement: share of samples whose argmax over the last axis agrees.
+        close_fraction: share of samples whose every output is within
+            `CLOSE_RTOL * output_scale` of Keras: samples no sign flip changed.
+        output_scale: largest |keras output|, to read the differences against.
+        samples: number of inputs compared.
+    """
+
+    max_abs_diff: float
+    mean_abs_diff: float
+    argmax_agreement: float
+    close_fraction: float
+    output_scale: float
+    samples: int
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def __str__(self) -> str:
+        return (
+            f"Keras vs LCE interpreter on {self.samples} inputs: max |diff| "
+            f"{self.max_abs_diff:.3g}, mean |diff| {self.mean_abs_diff:.3g} (outputs up to "
+            f"{self.output_scale:.3g}), {self.close_fraction:.1%} of samples within "
+            f"{CLOSE_RTOL:g} x that, argmax agreement {self.argmax_agreement:.1%}"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Latency:
+    """Latency of one inference (batch 1) with LCE's interpreter on this host.
+
+    Attributes:
+        min_ms, median_ms, max_ms, mean_ms: over `runs` timed inferences.
+        threads: interpreter threads.
+        runs, warmup: timed and untimed inferences.
+        machine: the host's architecture (`platform.machine()`).
+        kernels: what these numbers measure (host reference kernels, not ARM speed).
+    """
+
+    min_ms: float
+    median_ms: float
+    max_ms: float
+    mean_ms: float
+    threads: int
+    runs: int
+    warmup: int
+    machine: str
+    kernels: str
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def __str__(self) -> str:
+        return (
+            f"latency, {self.threads} thread(s), {self.runs} runs after {self.warmup} warm-up: "
+            f"min {self.min_ms:.2f} ms, median {self.median_ms:.2f} ms, max {self.max_ms:.2f} ms"
+            f"\n  ({self.kernels})"
+        )
+
+
+def _check_int(name: str, value, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"Expected {name} to be an integer >= {minimum}, but got {value!r}.")
+
+
+def _outputs_list(outputs) -> list[np.ndarray]:
+    if isinstance(outputs, dict):
+        return [np.asarray(v) for v in outputs.values()]
+    if isinstance(outputs, list | tuple):
+        return [np.asarray(v) for v in outputs]
+    return [np.asarray(outputs)]
+
+
+def verify(
+    model: tf.keras.Model,
+    flatbuffer: bytes | str | os.PathLike,
+    inputs: np.ndarray,
+    *,
+    batch_size: int = 32,
+) -> Parity:
+    """Run Keras and LCE's interpreter on the same inputs and compare the outputs.
+
+    Details: Keras runs in inference mode (`training=False`, BatchNorm moving statistics).
+    Binarization turns a float rounding difference at a sign threshold into a flipped bit,
+    whose effect can grow through the following binary layers: samples either match to
+    float precision or differ visibly (the deeper the network, the more of the latter). A
+    correct conversion reproduces most samples (`close_fraction`) and their classes; a
+    broken one (wrong fold, wrong threshold) reproduces none.
+
+    Example:
+        ```python
+        parity = verify(model, flatbuffer, x_test[:64])
+        assert parity.argmax_agreement >= 0.98
+        ```
+
+    Args:
+        model: the Keras model that was converted.
+        flatbuffer: the converted file (bytes or a path), with float32 inputs and outputs.
+        inputs: a float array `(N, *input_shape)` for a single-input model.
+        batch_size: Keras batch size.
+
+    Returns:
+        A `Parity`.
+
+    Raises:
+        ValueError: inputs of the wrong shape, or a file with int8 inputs/outputs.
+    """
+    buffer, _ = fbs.load_model(flatbuffer)
+    interpreter = Interpreter(buffer)
+    if len(interpreter.input_shapes) != 1:
+        raise ValueError(
+            f"verify supports single-input models; this file has {len(interpreter.input_shapes)}."
+        )
+    types = [np.dtype(t) for t in interpreter.input_types + interpreter.output_types]
+    if any(t != np.float32 for t in types):
+        raise ValueError(
+            "verify compares float outputs: export with inference_input_type=tf.float32 and "
+            f"inference_output_type=tf.float32 (this file has {[str(t) for t in types]})."
+        )
+    inputs = np.asarray(inputs, dtype=np.float32)
+    expected = tuple(interpreter.input_shapes[0][1:])
+    if inputs.ndim != len(expected) + 1 or tuple(inputs.shape[1:]) != expected or not len(inputs):
+        raise ValueError(
+            f"Expected inputs of shape (N, {', '.join(map(str, expected))}) with N >= 1, but "
+            f"got {inputs.shape}."
+        )
+    _check_int("batch_size", batch_size, 1)
+
+    # Direct calls, not `predict`: no tf.function to trace for each new model.
+    batches = [
+        _outputs_list(model(inputs[i : i + batch_size], training=False))
+        for i in range(0, len(inputs), batch_size)
+    ]
+    keras_outputs = [np.concatenate(parts) for parts in zip(*batches)]
+    tflite_outputs = _outputs_list(interpreter.predict(inputs))
+    if len(keras_outputs) != len(tflite_outputs):
+        raise ValueError(
+            f"The model has {len(keras_outputs)} outputs but the file {len(tflite_outputs)}: "
+            "was it converted from this model?"
+        )
+    diffs, agreements, sample_max = [], [], []
+    for k, t in zip(keras_outputs, tflite_outputs):
+        if k.shape != t.shape:
+            raise ValueError(
+                f"Output shapes differ: Keras {k.shape}, TFLite {t.shape}: was the file "
+                "converted from this model?"
+            )
+        diff = np.abs(t.astype(np.float64) - k)
+        diffs.append(diff.ravel())
+        sample_max.append(diff.reshape(len(diff), -1).max(axis=1))
+        agreements.append(float(np.mean(k.argmax(-1) == t.argmax(-1))))
+    diff = np.concatenate(diffs)
+    scale = float(max(np.abs(k).max() for k in keras_outputs))
+    close = np.max(sample_max, axis=0) <= CLOSE_RTOL * scale
+    return Parity(
+        max_abs_diff=float(diff.max()),
+        mean_abs_diff=float(diff.mean()),
+        argmax_agreement=float(np.mean(agreements)),
+        close_fraction=float(np.mean(close)),
+        output_scale=scale,
+        samples=len(inputs),
+    )
+
+
+def _random_input(shape, dtype, rng) -> np.ndarray:
+    shape = tuple(max(int(d), 1) for d in shape)
+    dtype = np.dtype(dtype)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return rng.integers(info.min, info.max, size=shape, endpoint=True).astype(dtype)
+    return rng.standard_normal(shape).astype(dtype)
+
+
+def benchmark(
+    flatbuffer: bytes | str | os.PathLike,
+    *,
+    threads: int = 1,
+    runs: int = 20,
+    warmup: int = 3,
+    seed: int = 0,
+) -> Latency:
+    """Time single inferences (batch 1) of a converted file with LCE's interpreter.
+
+    Details: inputs are random (normal for float inputs); each run is one `predict` call
+    on the interpreter built once with `num_threads=threads`. The numbers come from LCE's
+    portable kernels on this host (x86-64 here): compare files and thread counts with
+    them, never quote them as Raspberry Pi latency.
+
+    Example:
+        ```python
+        print(benchmark("dyresnet18.tflite", threads=2, runs=10))
+        ```
+
+    Args:
+        flatbuffer: the converted file, bytes or a path.
+        threads: interpreter threads (>= 1).
+        runs: timed inferences (>= 1).
+        warmup: untimed inferences first (>= 0).
+        seed: seed of the random inputs.
+
+    Returns:
+        A `Latency` in milliseconds.
+
+    Raises:
+        ValueError: a bad argument, or data that is not a TFLite flatbuffer.
+    """
+    _check_int("threads", threads, 1)
+    _check_int("runs", runs, 1)
+    _check_int("warmup", warmup, 0)
+    buffer, _ = fbs.load_model(flatbuffer)
+    interpreter = Interpreter(buffer, num_threads=threads)
+    rng = np.random.default_rng(seed)
+    inputs = [
+        _random_input(shape, dtype, rng)
+        for shape, dtype in zip(interpreter.input_shapes, interpreter.input_types)
+    ]
+    batch = inputs[0] if len(inputs) == 1 else inputs  # predict: (1, ...) arrays, batch of one
+    for _ in range(warmup):
+        interpreter.predict(batch)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        interpreter.predict(batch)
+        times.append((time.perf_counter() - start) * 1e3)
+    machine = platform.machine() or "unknown"
+    return Latency(
+        min_ms=min(times),
+        median_ms=statistics.median(times),
+        max_ms=max(times),
+        mean_ms=statistics.fmean(times),
+        threads=threads,
+        runs=runs,
+        warmup=warmup,
+        machine=machine,
+        kernels=kernels_note(machine),
+    )

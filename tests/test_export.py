@@ -1,0 +1,351 @@
+"""The LCE exporter: every zoo model binarized, parity with Keras, sizes, strictness, files."""
+
+import inspect
+import json
+import math
+import os
+import stat
+
+import larq as lq
+import larq_compute_engine as lce
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from larq_dysign import DySign, RSign, zoo
+from larq_dysign.export import (
+    benchmark,
+    binary_layers,
+    check_coverage,
+    inspect_tflite,
+    to_tflite,
+    verify,
+)
+
+SMALL = {"input_shape": (28, 28, 1), "num_classes": 10}
+
+
+# --- every zoo model -----------------------------------------------------------------------
+
+
+def _move_off_sign_ties(model: tf.keras.Model, seed: int = 0) -> None:
+    """Give every all-zero weight (biases, thresholds, shifts, BatchNorm offsets, DySign's
+    second hyper-function layer) small random values, as training does.
+
+    At initialization a binary linear fed by another binary linear (CCT's FC1 -> RPReLU ->
+    sign -> FC2) sums +-alpha terms to exactly 0 for a few % of its outputs; the next sign
+    then sits on its threshold, where Keras's float accumulation leaves +-1e-7 of rounding
+    and LCE's integer popcount exactly 0, and the bits flip (measured here: an untrained
+    BinaryCCT agreed on 19% of argmaxes). Trained models have no such ties.
+    """
+    rng = np.random.default_rng(seed)
+    for weight in model.weights:
+        if not np.any(weight.numpy()):
+            weight.assign(rng.normal(0.0, 0.1, weight.shape).astype(np.float32))
+
+
+def _small_zoo_model(name: str, **kwargs) -> tf.keras.Model:
+    """A zoo model at 28x28x1 / 10 classes; ImageNet stems where the family has them (7x7
+    maps at 28 px: the same graph, 16x less work for LCE's reference kernels)."""
+    constructor = zoo.get_model_constructor(name)
+    if "stem" in inspect.signature(constructor).parameters:
+        kwargs.setdefault("stem", "imagenet")
+    return constructor(**SMALL, **kwargs)
+
+
+def _packed_bytes(layer_name: str, model: tf.keras.Model) -> int:
+    """Bytes of a binary kernel in LCE's layout: [O, KH, KW, ceil(I / 32)] int32."""
+    kh, kw, cin, cout = model.get_layer(layer_name).kernel.shape
+    return cout * kh * kw * math.ceil(cin / 32) * 4
+
+
+def _check_parity(parity, samples):
+    """Softmax outputs in [0, 1]. Float rounding differs between TF and TFLite (folded
+    BatchNorm, fused ops); a pre-sign value within rounding of its threshold flips a bit, and
+    the flip can grow through the following binary layers. So samples either match to ~1e-5
+    or differ visibly (measured here over 32 images of a randomized DyBinaryCCT: 24 within
+    1e-3, the others up to 0.5, 87.5% argmax agreement; trained zoo models: 97-100%
+    agreement, mean differences 1e-4-3e-3). A broken conversion (wrong fold or threshold)
+    reproduces no sample and about 1 class in 10."""
+    assert parity.samples == samples
+    assert parity.output_scale <= 1.0 + 1e-6
+    assert parity.close_fraction >= 0.5
+    assert parity.argmax_agreement >= 0.75
+    assert parity.mean_abs_diff < 0.03
+
+
+# One test per model, converting it once: under pytest-xdist a fixture shared by several
+# tests would convert the same model on each worker.
+@pytest.mark.parametrize("name", zoo.list_models())
+def test_zoo_model_exports_with_every_binary_layer_as_lce_bconv2d(name, fashion_mnist_sample):
+    tf.keras.utils.set_random_seed(0)
+    model = _small_zoo_model(name)
+    _move_off_sign_ties(model)
+    flatbuffer = to_tflite(model, verbose=False)  # strict: raises if a layer stays float
+    report = inspect_tflite(flatbuffer, model=model)
+
+    # Binary layers in Keras == LceBconv2d in the file, matched by name.
+    layers = binary_layers(model)
+    assert len(layers) >= 16  # ResNet-18: 16, ReActNet-A: 31, CCT-7: 4 per encoder layer
+    assert [layer.known_problem for layer in layers] == [None] * len(layers)
+    assert report.lce_bconv2d == len(layers)
+    assert report.coverage.converted == tuple(layer.name for layer in layers)
+    assert report.coverage.not_converted == ()
+    assert report.coverage.matched_by_count == ()  # every layer found by its tensor names
+    # one LceQuantize per sign layer; a sign may feed several bconvs (ReActNet-A's doubling
+    # blocks), never the other way round
+    assert 1 <= report.lce_quantize <= report.lce_bconv2d
+    assert report.binary_valued_float_ops == ()
+    assert report.warnings == ()
+    assert "LceBconv2d" in report.custom_ops and report.needs_lce_runtime
+
+    # Binary weights bitpacked, 32 per int32.
+    binary = sum(layer.weights for layer in layers)
+    assert report.binary_weights == binary
+    assert report.binary_weight_bytes == sum(_packed_bytes(layer.name, model) for layer in layers)
+
+    # Expected size from Keras weight counts: every other parameter stays float32 (4 bytes),
+    # binary weights take 1 bit, and each LceBconv2d adds a float multiplier and bias per
+    # output channel (its scale mean|W| with the folded BatchNorm).
+    floats = model.count_params() - binary
+    channels = sum(model.get_layer(layer.name).kernel.shape[-1] for layer in layers)
+    expected = 4 * floats + report.binary_weight_bytes + 8 * channels
+    # 10%: BatchNorm's 4 values per channel fold into the bconv's 2 or into the next op,
+    # identical constants are stored once, and the graph itself takes some kB.
+    assert len(flatbuffer) == pytest.approx(expected, rel=0.10)
+    # so the same architecture with float weights (4 bytes each) is this much larger
+    float_weights_file = len(flatbuffer) + 4 * binary - report.binary_weight_bytes
+    assert float_weights_file / len(flatbuffer) == pytest.approx(
+        (4 * floats + 4 * binary) / expected, rel=0.10
+    )
+    assert report.file_bytes == len(flatbuffer) and report.weight_bytes <= len(flatbuffer)
+
+    x, _ = fashion_mnist_sample
+    _check_parity(verify(model, flatbuffer, x[:16]), 16)
+
+
+def test_dysign_model_after_a_short_fit_matches_keras_and_beats_float_weights(
+    fashion_mnist_sample,
+):
+    """DyResNet18 after one epoch on 512 Fashion-MNIST images: real BatchNorm statistics,
+    trained thresholds and hyper functions."""
+    tf.keras.utils.set_random_seed(0)
+    x, y = fashion_mnist_sample
+    model = _small_zoo_model("DyResNet18")
+    # eager: 8 steps of this graph train faster than tf.function traces them here
+    model.compile(
+        tf.keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", run_eagerly=True
+    )
+    model.fit(x, y, batch_size=64, epochs=1, verbose=0)
+    flatbuffer = to_tflite(model, verbose=False)
+    parity = verify(model, flatbuffer, x[:64])
+    _check_parity(parity, 64)
+    print(parity)  # shown with -s / on failure: the measured numbers behind the tolerances
+
+    # The same architecture and weights with float kernels (binary_weights=False).
+    float_model = _small_zoo_model("DyResNet18", binary_weights=False)
+    float_model.set_weights(model.get_weights())
+    float_flatbuffer = to_tflite(float_model, verbose=False)
+    float_report = inspect_tflite(float_flatbuffer)
+    assert float_report.lce_bconv2d == 0
+    assert float_report.warnings[0].startswith("NOT BINARIZED")  # and says so
+
+    layers = binary_layers(model)
+    binary = sum(layer.weights for layer in layers)
+    packed = sum(_packed_bytes(layer.name, model) for layer in layers)
+    # 2%: the two graphs differ only around each conv (a bconv keeps its BatchNorm as a
+    # multiplier + bias, a float conv folds it into weights + bias): O(channels) floats.
+    assert len(flatbuffer) == pytest.approx(len(float_flatbuffer) - 4 * binary + packed, rel=0.02)
+    assert len(float_flatbuffer) / len(flatbuffer) > 3  # 11M of 12M weights are binary
+
+
+# --- strictness: layers LCE does not binarize --------------------------------------------
+
+
+def _conv(name, input_quantizer=None, kernel_quantizer="magnitude_aware_sign", kernel_size=3):
+    return lq.layers.QuantConv2D(
+        32,
+        kernel_size,
+        padding="same",
+        pad_values=1.0,
+        use_bias=False,
+        input_quantizer=input_quantizer or lq.quantizers.NoOp(precision=1),
+        kernel_quantizer=kernel_quantizer,
+        kernel_constraint="weight_clip",
+        name=name,
+    )
+
+
+def tiny_model(kind: str = "plain") -> tf.keras.Model:
+    """A binary conv block, plus one layer LCE cannot binarize for kind "dense" (QuantDense),
+    "dorefa" (DoReFa quantizers) or "reshape" (a reshape between the sign and the conv)."""
+    inputs = tf.keras.Input((8, 8, 3))
+    x = tf.keras.layers.Conv2D(32, 3, padding="same", name="stem")(inputs)
+    x = tf.keras.layers.BatchNormalization(name="stem_bn")(x)
+    h = _conv("bconv")(RSign(name="sign")(x))
+    x = tf.keras.layers.BatchNormalization(name="bn")(h)
+    if kind == "dorefa":
+        x = _conv(
+            "dorefa_conv",
+            input_quantizer=lq.quantizers.DoReFa(k_bit=1, mode="activations"),
+            kernel_quantizer=lq.quantizers.DoReFa(k_bit=1, mode="weights"),
+        )(x)
+    if kind == "reshape":
+        h = tf.keras.layers.Reshape((1, 64, 32), name="reshape")(DySign(name="dysign")(x))
+        h = _conv("conv_after_reshape", kernel_size=1)(h)
+        x = tf.keras.layers.Reshape((8, 8, 32), name="back")(h)
+    x = tf.keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    if kind == "dense":
+        x = lq.layers.QuantDense(
+            16, input_quantizer="ste_sign", kernel_quantizer="ste_sign", name="binary_dense"
+        )(x)
+    outputs = tf.keras.layers.Dense(4, name="head")(x)
+    return tf.keras.Model(inputs, outputs, name=f"tiny_{kind}")
+
+
+def _assert_nothing_written(directory, path):
+    assert not os.path.exists(path)
+    assert os.listdir(directory) == []  # no temporary file left behind
+
+
+@pytest.mark.parametrize(
+    "kind, layer, reason",
+    [("dense", "binary_dense", "#669"), ("dorefa", "dorefa_conv", "DoReFa")],
+)
+def test_strict_refuses_known_float_layers_before_converting(tmp_path, kind, layer, reason):
+    path = tmp_path / "model.tflite"
+    with pytest.raises(ValueError) as error:
+        to_tflite(tiny_model(kind), path, verbose=False)
+    message = str(error.value)
+    assert f"{layer}:" in message and reason in message
+    assert "1 of 2 binary layers" in message and message.count("\n  - ") == 1
+    assert "strict=False" in message
+    _assert_nothing_written(tmp_path, path)
+
+
+def test_strict_finds_a_layer_the_converter_left_in_float_by_name(tmp_path):
+    model = tiny_model("reshape")
+    assert [layer.known_problem for layer in binary_layers(model)] == [None, None]
+    path = tmp_path / "model.tflite"
+    with pytest.raises(ValueError, match=r"conv_after_reshape: no LceBconv2d matched"):
+        to_tflite(model, path, verbose=False)  # converts, then checks coverage
+    _assert_nothing_written(tmp_path, path)
+
+
+def test_not_strict_warns_and_the_report_flags_the_float_layer(tmp_path):
+    model = tiny_model("dense")
+    path = tmp_path / "model.tflite"
+    with pytest.warns(UserWarning, match="binary_dense: QuantDense"):
+        flatbuffer = to_tflite(model, path, strict=False, verbose=False)
+    assert path.read_bytes() == flatbuffer
+    report = inspect_tflite(path, model=model)
+    assert report.lce_bconv2d == 1 and report.fully_connected == 2
+    assert report.coverage.converted == ("bconv",)
+    assert report.coverage.not_converted[0][0] == "binary_dense"
+    # found from the file alone too: the dense weights are +-1 stored as float32
+    assert report.binary_valued_float_ops == ("FULLY_CONNECTED tiny_dense/binary_dense/MatMul",)
+    text = str(report)
+    assert "WARNING: NOT BINARIZED: 1 of 2 binary Keras layers" in text
+    assert "WARNING: 1 float op(s) hold binary-valued weights" in text
+
+
+# --- conversion path, files, arguments ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    tf.keras.utils.set_random_seed(0)
+    model = tiny_model()
+    return model, to_tflite(model, verbose=False)
+
+
+def test_fast_export_is_byte_identical_to_lce_convert_keras_model(tiny):
+    model, flatbuffer = tiny
+    assert flatbuffer == lce.convert_keras_model(model)
+
+
+def test_path_is_written_whole_with_regular_permissions(tiny, tmp_path):
+    model, flatbuffer = tiny
+    path = tmp_path / "model.tflite"
+    path.write_bytes(b"old")
+    assert to_tflite(model, str(path), verbose=False) == flatbuffer
+    assert path.read_bytes() == flatbuffer
+    assert os.listdir(tmp_path) == ["model.tflite"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"target": "x86"}, 'Expected target to be "arm" or "xcore", but got \'x86\'.'),
+        ({"inference_input_type": tf.float16}, "Expected inference_input_type to be tf.float32"),
+        ({"strict": "yes"}, "Expected strict to be True or False, but got 'yes'."),
+        ({"path": "/no/such/dir/m.tflite"}, "Expected path to be in an existing directory"),
+    ],
+)
+def test_bad_arguments_are_named_before_any_work(kwargs, message):
+    model = tiny_model()
+    with pytest.raises(ValueError) as error:
+        to_tflite(model, verbose=False, **kwargs)
+    assert message in str(error.value)
+
+
+def test_a_model_that_is_not_keras_is_refused():
+    with pytest.raises(ValueError, match="Expected model to be a tf.keras.Model, but got str"):
+        to_tflite("DyResNet18")
+
+
+def test_report_of_a_binarized_file(tiny):
+    model, flatbuffer = tiny
+    report = inspect_tflite(flatbuffer, model=model)
+    assert (report.lce_bconv2d, report.lce_quantize, report.conv_2d) == (1, 1, 1)
+    assert report.fully_connected == 1 and report.depthwise_conv_2d == 0
+    assert report.binary_weights == 3 * 3 * 32 * 32
+    assert report.binary_weight_bytes == 32 * 3 * 3 * 1 * 4
+    assert [(t.shape, t.dtype) for t in report.inputs] == [((1, 8, 8, 3), "FLOAT32")]
+    assert [(t.shape, t.dtype) for t in report.outputs] == [((1, 4), "FLOAT32")]
+    assert report.warnings == ()
+    text = str(report)
+    assert 'a stock TFLite runtime fails with "unresolved custom op"' in text
+    assert "1 LceBconv2d, 1 LceQuantize" in text
+    data = json.loads(json.dumps(report.as_dict()))
+    assert data["op_histogram"]["LceBconv2d"] == 1 and data["coverage"]["fraction"] == 1.0
+
+
+def test_inspect_refuses_a_file_that_is_not_tflite(tmp_path):
+    path = tmp_path / "weights.h5"
+    path.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(64))
+    with pytest.raises(ValueError, match="Expected a TFLite flatbuffer .* but '.*weights.h5'"):
+        inspect_tflite(path)
+    with pytest.raises(FileNotFoundError):
+        inspect_tflite(tmp_path / "missing.tflite")
+
+
+def test_benchmark_reports_host_latency_and_says_it_is_not_arm(tiny):
+    _, flatbuffer = tiny
+    latency = benchmark(flatbuffer, threads=2, runs=5, warmup=1)
+    assert 0 < latency.min_ms <= latency.median_ms <= latency.max_ms
+    assert (latency.threads, latency.runs, latency.warmup) == (2, 5, 1)
+    assert "not ARM speed" in latency.kernels or "not a Raspberry Pi" in latency.kernels
+    assert "2 thread(s)" in str(latency)
+    with pytest.raises(ValueError, match="Expected threads to be an integer >= 1, but got 0"):
+        benchmark(flatbuffer, threads=0)
+
+
+def test_verify_checks_the_input_shape(tiny):
+    model, flatbuffer = tiny
+    with pytest.raises(ValueError, match=r"Expected inputs of shape \(N, 8, 8, 3\)"):
+        verify(model, flatbuffer, np.zeros((2, 8, 8, 1), np.float32))
+
+
+def test_check_coverage_matches_by_name_not_by_count(tiny):
+    model, flatbuffer = tiny
+    coverage = check_coverage(model, flatbuffer)
+    assert coverage.converted == ("bconv",) and coverage.matched_by_count == ()
+    # the same file judged against a model with a second binary layer: one bconv, two layers
+    other = tiny_model("reshape")
+    coverage = check_coverage(other, flatbuffer)
+    assert coverage.converted == ("bconv",)
+    assert [name for name, _ in coverage.not_converted] == ["conv_after_reshape"]
