@@ -298,8 +298,9 @@ class EpochCheckpoint(tf.keras.callbacks.Callback):
     """Saves a `tf.train.Checkpoint` (model, optimizer, epoch) after every epoch.
 
     Checkpoint `n` holds the state after `n` epochs; `epoch` records `n`, the epoch to
-    resume from. Place it before `CSVLogger` so that an epoch's CSV row is only written
-    once its checkpoint exists.
+    resume from. Place it after `CSVLogger`: every checkpointed epoch then has its CSV row,
+    and a row written just before a kill, without its checkpoint, is removed on resume by
+    `truncate_history` (the epoch runs again).
     """
 
     def __init__(self, manager: tf.train.CheckpointManager, epoch: tf.Variable):
@@ -341,18 +342,29 @@ def read_history(path: str) -> dict[str, list[float]]:
 
 
 def truncate_history(path: str, epochs: int) -> None:
-    """Keep only the rows of epochs `< epochs` in a `CSVLogger` file (after a resume).
+    """Keep only the complete rows of epochs `< epochs` in a `CSVLogger` file (on resume).
 
-    A run killed after writing an epoch's row but before the next checkpoint would
-    otherwise repeat that epoch's row.
+    A run killed after writing an epoch's row but before that epoch's checkpoint would
+    otherwise repeat the row; a row cut short by the kill is dropped too.
     """
     if not os.path.exists(path):
         return
     with open(path, newline="") as f:
-        rows = list(csv.reader(f))
+        text = f.read()
+    rows = list(csv.reader(text.splitlines()))
+    if rows and not text.endswith("\n"):
+        rows = rows[:-1]  # CSVLogger ends every row with a newline: this one was cut
     if not rows:
+        os.remove(path)  # not even a complete header: CSVLogger starts a new file
         return
-    kept = [rows[0]] + [row for row in rows[1:] if row and int(float(row[0])) < epochs]
+
+    def keep(row) -> bool:
+        try:
+            return len(row) == len(rows[0]) and int(float(row[0])) < epochs
+        except ValueError:
+            return False
+
+    kept = [rows[0]] + [row for row in rows[1:] if keep(row)]
     part = f"{path}.part"
     with open(part, "w", newline="") as f:
         csv.writer(f).writerows(kept)
@@ -364,11 +376,11 @@ def truncate_history(path: str, epochs: int) -> None:
 
 def _steps_per_epoch(steps_per_epoch, train_examples, info, global_batch) -> int:
     if steps_per_epoch is not None:
-        if isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, int):
-            raise ValueError(
-                f"Expected steps_per_epoch to be a positive integer, but got {steps_per_epoch!r}."
-            )
-        if steps_per_epoch < 1:
+        if (
+            isinstance(steps_per_epoch, bool)
+            or not isinstance(steps_per_epoch, int)
+            or steps_per_epoch < 1
+        ):
             raise ValueError(
                 f"Expected steps_per_epoch to be a positive integer, but got {steps_per_epoch!r}."
             )
@@ -476,8 +488,8 @@ def run_step(
     truncate_history(history_path, initial_epoch)
     step_callbacks = [
         LearningRateLogger(schedule),
-        EpochCheckpoint(manager, epoch),
         tf.keras.callbacks.CSVLogger(history_path, append=True),
+        EpochCheckpoint(manager, epoch),
         tf.keras.callbacks.TensorBoard(
             os.path.join(write_dir, "logs"), write_graph=False, profile_batch=0
         ),

@@ -50,6 +50,10 @@ def _data_kwargs(args, *, train: bool) -> dict:
         kwargs["directory"] = args.fashion_mnist_dir
     if train and args.train_examples:
         kwargs["train_examples"] = args.train_examples
+    if train and args.no_augment:
+        if args.dataset == "imagenet2012":
+            raise SystemExit("--no-augment is only for the small datasets")
+        kwargs["augment"] = False
     if args.eval_examples:
         kwargs["eval_examples"] = args.eval_examples
     return kwargs
@@ -179,6 +183,9 @@ def add_commands(subparsers) -> None:
     train.add_argument("--weight-decay", type=float, help="override the recipe's per step")
     train.add_argument("--init-weights", help="step-1 weights for --step 2")
     train.add_argument("--train-examples", type=int, help="use only the first N train examples")
+    train.add_argument(
+        "--no-augment", action="store_true", help="no pad-crop-flip (cifar10, fashion_mnist)"
+    )
     train.add_argument("--validation-steps", type=int, help="default: the whole eval split")
     train.add_argument("--no-validation", action="store_true", help="skip per-epoch evaluation")
     train.set_defaults(func=_train)

@@ -7,13 +7,22 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from larq_dysign import data
+from larq_dysign import data, zoo
 
 
 def test_normalize_maps_byte_range_to_minus_one_one():
     values = data.normalize(np.array([0, 51, 127.5, 255], dtype=np.float32)).numpy()
     np.testing.assert_allclose(values, [-1.0, 51 / 127.5 - 1, 0.0, 1.0], atol=1e-7)
     assert data.normalize(np.array([0, 255], np.uint8)).dtype == tf.float32
+
+
+def test_normalize_is_the_zoos_preprocess_input_convention():
+    # Models trained on these pipelines see the same inputs as users' images prepared with
+    # zoo.preprocess_input.
+    images = np.random.default_rng(0).integers(0, 256, size=(2, 8, 8, 3)).astype(np.uint8)
+    np.testing.assert_allclose(
+        np.asarray(zoo.preprocess_input(images)), data.normalize(images).numpy(), atol=1e-7
+    )
 
 
 def test_dataset_info_and_unknown_names():
