@@ -1,0 +1,231 @@
+"""Export every zoo model with LCE and measure what the file costs: size, coverage, latency.
+
+For each model at 224x224x3 / 1000 classes (override with --input-shape / --num-classes):
+
+- size of the .tflite file, and of the same architecture with float weights: the model
+  rebuilt with `binary_weights=False`, given the *same* weights and converted the same way
+  (so both files hold the same float parameters; the difference is the binary kernels);
+- LceBconv2d coverage of the binary Keras layers;
+- conversion seconds (`to_tflite`, this machine);
+- latency with LCE's interpreter on this host, 1 and 2 threads (x86: reference kernels,
+  not ARM speed, see docs/raspberry-pi.md);
+- DySign overhead: median latency of each Dy model over its static-threshold baseline (the
+  model of the same family whose name does not start with "Dy").
+
+Weights are random; zero-initialized parameters (biases, thresholds, DySign's second
+hyper-function layer) get small random values as training would give them, so the converter
+cannot fold them away and the sizes are those of a trained model.
+
+Run:
+    .venv/bin/python benchmarks/export_benchmark.py              # every zoo model
+    .venv/bin/python benchmarks/export_benchmark.py --models ReActNet18 DyResNet18 --runs 5
+
+Writes `export_benchmark.json` and `export_benchmark.md` to benchmarks/results/ (--out).
+"""
+# ruff: noqa: I001  (larq_dysign must be imported before tensorflow)
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import inspect
+import json
+import os
+import platform
+import sys
+import time
+
+import larq_dysign  # noqa: F401  (Keras 2 before tensorflow)
+import numpy as np
+import tensorflow as tf
+
+from larq_dysign import zoo
+from larq_dysign.export import benchmark, binary_layers, inspect_tflite, to_tflite
+from larq_dysign.zoo.registry import model_family
+
+DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def _move_off_zero(model: tf.keras.Model, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    for weight in model.weights:
+        if not np.any(weight.numpy()):
+            weight.assign(rng.normal(0.0, 0.1, weight.shape).astype(np.float32))
+
+
+def measure(name: str, *, input_shape, num_classes: int, runs: int, warmup: int, floats: bool):
+    """One model's row of the table."""
+    tf.keras.backend.clear_session()
+    tf.keras.utils.set_random_seed(0)
+    constructor = zoo.get_model_constructor(name)
+    model = constructor(input_shape=input_shape, num_classes=num_classes)
+    _move_off_zero(model)
+    start = time.perf_counter()
+    flatbuffer = to_tflite(model, verbose=False, strict=False)
+    seconds = time.perf_counter() - start
+    report = inspect_tflite(flatbuffer, model=model)
+    layers = binary_layers(model)
+    binary = sum(layer.weights for layer in layers)
+
+    row = {
+        "model": name,
+        "family": model_family(name),
+        "parameters": int(model.count_params()),
+        "binary_weights": binary,
+        "tflite_bytes": len(flatbuffer),
+        "binary_weight_bytes": report.binary_weight_bytes,
+        "float_weight_bytes": report.float_weight_bytes,
+        "binary_layers": len(layers),
+        "lce_bconv2d": report.lce_bconv2d,
+        "coverage": report.coverage.fraction,
+        "not_converted": [n for n, _ in report.coverage.not_converted],
+        "conversion_s": round(seconds, 1),
+        "float_weights_tflite_bytes": None,
+        "float_weights_method": None,
+    }
+    if floats and "binary_weights" in inspect.signature(constructor).parameters:
+        float_model = constructor(
+            input_shape=input_shape, num_classes=num_classes, binary_weights=False
+        )
+        float_model.set_weights(model.get_weights())
+        row["float_weights_tflite_bytes"] = len(to_tflite(float_model, verbose=False))
+        row["float_weights_method"] = "converted (binary_weights=False, same weights)"
+        del float_model
+    else:
+        row["float_weights_tflite_bytes"] = (
+            len(flatbuffer) - report.binary_weight_bytes + 4 * binary
+        )
+        row["float_weights_method"] = "computed (binary filters as float32)"
+    row["size_ratio"] = round(row["float_weights_tflite_bytes"] / len(flatbuffer), 2)
+
+    for threads in (1, 2):
+        latency = benchmark(flatbuffer, threads=threads, runs=runs, warmup=warmup)
+        row[f"latency_{threads}t_ms"] = {
+            "min": round(latency.min_ms, 2),
+            "median": round(latency.median_ms, 2),
+            "max": round(latency.max_ms, 2),
+        }
+        row["kernels"] = latency.kernels
+    del model, flatbuffer
+    gc.collect()
+    return row
+
+
+def add_overheads(rows: list[dict]) -> None:
+    """DySign overhead: Dy model median latency / its baseline's, per thread count."""
+    by_name = {row["model"]: row for row in rows}
+    for row in rows:
+        row["dysign_overhead"] = None
+        if not row["model"].startswith("Dy"):
+            continue
+        baselines = [
+            r for r in rows if r["family"] == row["family"] and not r["model"].startswith("Dy")
+        ]
+        if len(baselines) != 1:
+            continue
+        base = by_name[baselines[0]["model"]]
+        row["baseline"] = base["model"]
+        row["dysign_overhead"] = {
+            f"{t}t": round(
+                row[f"latency_{t}t_ms"]["median"] / base[f"latency_{t}t_ms"]["median"], 3
+            )
+            for t in (1, 2)
+        }
+
+
+def _mb(n) -> str:
+    return f"{n / 1e6:.2f}" if n is not None else "-"
+
+
+def markdown_table(rows: list[dict]) -> str:
+    header = (
+        "| model | .tflite MB | float-weights MB | ratio | LceBconv2d / binary layers | "
+        "convert s | 1 thread ms | 2 threads ms | DySign overhead (1t / 2t) |\n"
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
+    )
+    lines = []
+    for r in rows:
+        overhead = r.get("dysign_overhead")
+        overhead_text = (
+            f"{overhead['1t']:.2f}x / {overhead['2t']:.2f}x vs {r['baseline']}"
+            if overhead
+            else "-"
+        )
+        lines.append(
+            f"| {r['model']} | {_mb(r['tflite_bytes'])} | {_mb(r['float_weights_tflite_bytes'])} "
+            f"| {r['size_ratio']:.1f}x | {r['lce_bconv2d']} / {r['binary_layers']} "
+            f"| {r['conversion_s']:.1f} | {r['latency_1t_ms']['median']:.1f} "
+            f"| {r['latency_2t_ms']['median']:.1f} | {overhead_text} |"
+        )
+    return header + "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=zoo.list_models(), metavar="NAME")
+    parser.add_argument("--input-shape", default="224,224,3", metavar="H,W,C")
+    parser.add_argument("--num-classes", type=int, default=1000)
+    parser.add_argument("--runs", type=int, default=10, help="timed inferences per setting")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument(
+        "--no-float", action="store_true", help="compute, don't convert, the float-weights size"
+    )
+    parser.add_argument("--out", default=DEFAULT_OUT, help="directory for JSON and markdown")
+    args = parser.parse_args(argv)
+    input_shape = tuple(int(d) for d in args.input_shape.split(","))
+    unknown = sorted(set(args.models) - set(zoo.list_models()))
+    if unknown:
+        parser.error(f"unknown models {unknown}; the zoo has {zoo.list_models()}")
+    os.makedirs(args.out, exist_ok=True)
+
+    rows = []
+    for name in args.models:
+        print(f"{name}: converting and timing ...", file=sys.stderr, flush=True)
+        row = measure(
+            name,
+            input_shape=input_shape,
+            num_classes=args.num_classes,
+            runs=args.runs,
+            warmup=args.warmup,
+            floats=not args.no_float,
+        )
+        rows.append(row)
+        print(
+            f"{name}: {_mb(row['tflite_bytes'])} MB, {row['lce_bconv2d']}/{row['binary_layers']} "
+            f"bconv, {row['conversion_s']} s, {row['latency_1t_ms']['median']} ms (1t)",
+            file=sys.stderr,
+            flush=True,
+        )
+    add_overheads(rows)
+
+    meta = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "input_shape": list(input_shape),
+        "num_classes": args.num_classes,
+        "runs": args.runs,
+        "warmup": args.warmup,
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "tensorflow": tf.__version__,
+        "larq_compute_engine": __import__("larq_compute_engine").__version__,
+        "note": rows[0]["kernels"] if rows else "",
+    }
+    table = markdown_table(rows)
+    with open(os.path.join(args.out, "export_benchmark.json"), "w") as f:
+        json.dump({"meta": meta, "rows": rows}, f, indent=2)
+    with open(os.path.join(args.out, "export_benchmark.md"), "w") as f:
+        f.write(
+            f"# LCE export benchmark\n\n{meta['date']}, input {args.input_shape}, "
+            f"{args.num_classes} classes, {meta['machine']} host with {meta['cpus']} CPUs, "
+            f"TF {meta['tensorflow']}, LCE {meta['larq_compute_engine']}; median of "
+            f"{args.runs} runs.\n\nLatency: {meta['note']}.\n\n{table}"
+        )
+    print(table)
+    print(f"Wrote {os.path.join(args.out, 'export_benchmark.json')} and .md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
