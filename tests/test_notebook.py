@@ -1,0 +1,35 @@
+"""examples/quickstart.ipynb runs top to bottom (on a subset, so it stays within minutes)."""
+
+import os
+
+import nbformat
+from nbclient import NotebookClient
+
+NOTEBOOK = os.path.join(os.path.dirname(__file__), "..", "examples", "quickstart.ipynb")
+
+
+def test_quickstart_notebook_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("QUICKSTART_TRAIN_EXAMPLES", "512")
+    monkeypatch.setenv("QUICKSTART_EPOCHS", "1")
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    NotebookClient(
+        notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": tmp_path}}
+    ).execute()
+
+    outputs = "".join(
+        output.get("text", "")
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.get("outputs", [])
+    )
+    assert "LceBconv2d" in outputs
+    assert "prediction agreement" in outputs
+    assert (tmp_path / "quickstart_dyresnet18.tflite").stat().st_size > 0
+    images = [
+        output
+        for cell in notebook.cells
+        for output in cell.get("outputs", [])
+        if "image/png" in output.get("data", {})
+    ]
+    assert len(images) == 1  # the thresholds figure
