@@ -122,7 +122,11 @@ def add_commands(subparsers) -> None:
         "in float32, unless --no-strict.",
     )
     export.add_argument("model", metavar="MODEL", help=f"one of: {', '.join(list_models())}")
-    export.add_argument("--weights", metavar="W", help="checkpoint to load (.h5 or TF format)")
+    export.add_argument(
+        "--weights",
+        metavar="W",
+        help="checkpoint to load (.h5 or TF checkpoint) or a registered dataset (imagenet)",
+    )
     export.add_argument(
         "--input-shape",
         metavar="H,W,C",
