@@ -13,7 +13,7 @@ from larq_compute_engine.tflite.python.interpreter import Interpreter
 from tensorflow.lite.python import schema_py_generated as schema
 
 from larq_dysign import DyPReLU, DySign, RPReLU, zoo
-from larq_dysign.export import op_histogram
+from larq_dysign.export import binary_layers, op_histogram
 from larq_dysign.zoo.cct import VARIANTS, scaled_dot_product_attention
 
 # The CCT paper's parameter counts (Table 1 / 2): CCT-14/7x2 on ImageNet, CCT-7/3x1 on CIFAR.
@@ -50,13 +50,7 @@ def _hyper(channels, outputs, reduction=16):
 
 
 def _binary_layer_names(model):
-    return [
-        layer.name
-        for layer in model.layers
-        if isinstance(layer, lq.layers.QuantConv2D)
-        and getattr(layer.input_quantizer, "precision", None) == 1
-        and getattr(layer.kernel_quantizer, "precision", None) == 1
-    ]
+    return [layer.name for layer in binary_layers(model)]
 
 
 def _encoder_layers(model):

@@ -8,7 +8,7 @@ import tensorflow as tf
 from larq_compute_engine.tflite.python.interpreter import Interpreter
 
 from larq_dysign import DyPReLU, DySign, zoo
-from larq_dysign.export import op_histogram
+from larq_dysign.export import binary_layers, op_histogram
 from larq_dysign.zoo.registry import model_family
 
 MODELS = zoo.list_models()
@@ -37,13 +37,7 @@ def _small_model(name, input_shape=(28, 28, 1), **kwargs):
 
 def _binary_layers(model):
     """Layers whose inputs and kernels are both 1-bit: these must become LceBconv2d."""
-    return [
-        layer.name
-        for layer in model.layers
-        if isinstance(layer, lq.layers.QuantConv2D)
-        and getattr(layer.input_quantizer, "precision", None) == 1
-        and getattr(layer.kernel_quantizer, "precision", None) == 1
-    ]
+    return [layer.name for layer in binary_layers(model)]
 
 
 def _macs(model):
