@@ -8,9 +8,9 @@ For each model at 224x224x3 / 1000 classes (override with --input-shape / --num-
 - LceBconv2d coverage of the binary Keras layers;
 - conversion seconds (`to_tflite`, this machine);
 - latency with LCE's interpreter on this host, 1 and 2 threads (x86: reference kernels,
-  not ARM speed, see docs/raspberry-pi.md);
-- DySign overhead: median latency of each Dy model over its static-threshold baseline (the
-  model of the same family whose name does not start with "Dy").
+  not ARM speed, see docs/raspberry-pi.md), the models timed in turns, run after run;
+- DySign overhead: minimum latency of each Dy model over its static-threshold baseline's
+  (the model of the same family whose name does not start with "Dy").
 
 Weights are random; zero-initialized parameters (biases, thresholds, DySign's second
 hyper-function layer) get small random values as training would give them, so the converter
@@ -33,6 +33,7 @@ import inspect
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 
@@ -41,7 +42,10 @@ import numpy as np
 import tensorflow as tf
 
 from larq_dysign import zoo
-from larq_dysign.export import benchmark, binary_layers, inspect_tflite, to_tflite
+from larq_compute_engine.tflite.python.interpreter import Interpreter
+
+from larq_dysign.export import binary_layers, inspect_tflite, to_tflite
+from larq_dysign.export.runtime import kernels_note
 from larq_dysign.zoo.registry import model_family
 
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -54,8 +58,8 @@ def _move_off_zero(model: tf.keras.Model, seed: int = 0) -> None:
             weight.assign(rng.normal(0.0, 0.1, weight.shape).astype(np.float32))
 
 
-def measure(name: str, *, input_shape, num_classes: int, runs: int, warmup: int, floats: bool):
-    """One model's row of the table."""
+def measure(name: str, *, input_shape, num_classes: int, floats: bool):
+    """One model's row of the table (without latency) and its flatbuffer."""
     tf.keras.backend.clear_session()
     tf.keras.utils.set_random_seed(0)
     constructor = zoo.get_model_constructor(name)
@@ -99,21 +103,37 @@ def measure(name: str, *, input_shape, num_classes: int, runs: int, warmup: int,
         row["float_weights_method"] = "computed (binary filters as float32)"
     row["size_ratio"] = round(row["float_weights_tflite_bytes"] / len(flatbuffer), 2)
 
-    for threads in (1, 2):
-        latency = benchmark(flatbuffer, threads=threads, runs=runs, warmup=warmup)
-        row[f"latency_{threads}t_ms"] = {
-            "min": round(latency.min_ms, 2),
-            "median": round(latency.median_ms, 2),
-            "max": round(latency.max_ms, 2),
-        }
-        row["kernels"] = latency.kernels
-    del model, flatbuffer
+    del model
     gc.collect()
-    return row
+    return row, flatbuffer
+
+
+def time_round_robin(
+    flatbuffers: dict[str, bytes], *, threads: int, runs: int, warmup: int
+) -> dict[str, list[float]]:
+    """Milliseconds of single inferences, the models taking turns run after run: load from
+    other processes on a shared machine then slows every model alike, and ratios hold."""
+    interpreters = {name: Interpreter(fb, num_threads=threads) for name, fb in flatbuffers.items()}
+    rng = np.random.default_rng(0)
+    inputs = {
+        name: rng.standard_normal(tuple(interpreter.input_shapes[0])).astype(np.float32)
+        for name, interpreter in interpreters.items()
+    }
+    for _ in range(warmup):
+        for name, interpreter in interpreters.items():
+            interpreter.predict(inputs[name])
+    times: dict[str, list[float]] = {name: [] for name in interpreters}
+    for _ in range(runs):
+        for name, interpreter in interpreters.items():
+            start = time.perf_counter()
+            interpreter.predict(inputs[name])
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return times
 
 
 def add_overheads(rows: list[dict]) -> None:
-    """DySign overhead: Dy model median latency / its baseline's, per thread count."""
+    """DySign overhead: Dy model latency / its baseline's, per thread count, from the minimum
+    over runs (the run least disturbed by other processes)."""
     by_name = {row["model"]: row for row in rows}
     for row in rows:
         row["dysign_overhead"] = None
@@ -141,7 +161,8 @@ def _mb(n) -> str:
 def markdown_table(rows: list[dict]) -> str:
     header = (
         "| model | .tflite MB | float-weights MB | ratio | LceBconv2d / binary layers | "
-        "convert s | 1 thread ms | 2 threads ms | DySign overhead (1t / 2t) |\n"
+        "convert s | 1 thread ms (min / median) | 2 threads ms (min / median) | "
+        "DySign overhead (1t / 2t, min) |\n"
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
     )
     lines = []
@@ -155,8 +176,10 @@ def markdown_table(rows: list[dict]) -> str:
         lines.append(
             f"| {r['model']} | {_mb(r['tflite_bytes'])} | {_mb(r['float_weights_tflite_bytes'])} "
             f"| {r['size_ratio']:.1f}x | {r['lce_bconv2d']} / {r['binary_layers']} "
-            f"| {r['conversion_s']:.1f} | {r['latency_1t_ms']['median']:.1f} "
-            f"| {r['latency_2t_ms']['median']:.1f} | {overhead_text} |"
+            f"| {r['conversion_s']:.1f} "
+            f"| {r['latency_1t_ms']['min']:.1f} / {r['latency_1t_ms']['median']:.1f} "
+            f"| {r['latency_2t_ms']['min']:.1f} / {r['latency_2t_ms']['median']:.1f} "
+            f"| {overhead_text} |"
         )
     return header + "\n".join(lines) + "\n"
 
@@ -179,24 +202,33 @@ def main(argv=None) -> int:
         parser.error(f"unknown models {unknown}; the zoo has {zoo.list_models()}")
     os.makedirs(args.out, exist_ok=True)
 
-    rows = []
+    rows, flatbuffers = [], {}
     for name in args.models:
-        print(f"{name}: converting and timing ...", file=sys.stderr, flush=True)
-        row = measure(
+        print(f"{name}: converting ...", file=sys.stderr, flush=True)
+        row, flatbuffers[name] = measure(
             name,
             input_shape=input_shape,
             num_classes=args.num_classes,
-            runs=args.runs,
-            warmup=args.warmup,
             floats=not args.no_float,
         )
         rows.append(row)
         print(
-            f"{name}: {_mb(row['tflite_bytes'])} MB, {row['lce_bconv2d']}/{row['binary_layers']} "
-            f"bconv, {row['conversion_s']} s, {row['latency_1t_ms']['median']} ms (1t)",
+            f"{name}: {_mb(row['tflite_bytes'])} MB (float weights "
+            f"{_mb(row['float_weights_tflite_bytes'])} MB), {row['lce_bconv2d']}/"
+            f"{row['binary_layers']} LceBconv2d, {row['conversion_s']} s",
             file=sys.stderr,
             flush=True,
         )
+    for threads in (1, 2):
+        print(f"timing, {threads} thread(s) ...", file=sys.stderr, flush=True)
+        times = time_round_robin(flatbuffers, threads=threads, runs=args.runs, warmup=args.warmup)
+        for row in rows:
+            t = times[row["model"]]
+            row[f"latency_{threads}t_ms"] = {
+                "min": round(min(t), 2),
+                "median": round(statistics.median(t), 2),
+                "max": round(max(t), 2),
+            }
     add_overheads(rows)
 
     meta = {
@@ -210,7 +242,7 @@ def main(argv=None) -> int:
         "cpus": os.cpu_count(),
         "tensorflow": tf.__version__,
         "larq_compute_engine": __import__("larq_compute_engine").__version__,
-        "note": rows[0]["kernels"] if rows else "",
+        "note": kernels_note(platform.machine()),
     }
     table = markdown_table(rows)
     with open(os.path.join(args.out, "export_benchmark.json"), "w") as f:
@@ -219,8 +251,9 @@ def main(argv=None) -> int:
         f.write(
             f"# LCE export benchmark\n\n{meta['date']}, input {args.input_shape}, "
             f"{args.num_classes} classes, {meta['machine']} host with {meta['cpus']} CPUs, "
-            f"TF {meta['tensorflow']}, LCE {meta['larq_compute_engine']}; median of "
-            f"{args.runs} runs.\n\nLatency: {meta['note']}.\n\n{table}"
+            f"TF {meta['tensorflow']}, LCE {meta['larq_compute_engine']}; {args.runs} runs per "
+            "model, the models taking turns (round robin) so that load from other processes "
+            f"hits all alike.\n\nLatency: {meta['note']}.\n\n{table}"
         )
     print(table)
     print(f"Wrote {os.path.join(args.out, 'export_benchmark.json')} and .md")
