@@ -140,7 +140,9 @@ def test_dysign_model_after_a_short_fit_matches_keras_and_beats_float_weights(
     flatbuffer = to_tflite(model, verbose=False)
     parity = verify(model, flatbuffer, x[:64])
     _check_parity(parity, 64)
-    print(parity)  # shown with -s / on failure: the measured numbers behind the tolerances
+    # Trained: thresholds and BatchNorm moved off the ties of initialization. Measured here:
+    # all 64 samples within 4e-6; allow a few flipped samples for other TF / LCE builds.
+    assert parity.close_fraction >= 0.9 and parity.argmax_agreement >= 0.95
 
     # The same architecture and weights with float kernels (binary_weights=False).
     float_model = _small_zoo_model("DyResNet18", binary_weights=False)
