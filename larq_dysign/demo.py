@@ -5,7 +5,7 @@ it on the 10,000 test images, export it to an LCE TFLite file, check the file ag
 with LCE's interpreter, time it on this host, and print a report saying where the file is.
 
 Usage:
-    python -m larq_dysign.demo [--out out/demo] [--steps-per-epoch 150] [--epochs 1]
+    python -m larq_dysign.demo [--out out/demo] [--steps-per-epoch 60] [--epochs 1]
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="out/demo", help="output directory")
     parser.add_argument("--epochs", type=int, default=1, help="epochs of each training step")
-    parser.add_argument("--steps-per-epoch", type=int, default=150)
+    parser.add_argument("--steps-per-epoch", type=int, default=60)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--parity-samples", type=int, default=500)
     args = parser.parse_args(argv)
