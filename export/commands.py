@@ -17,25 +17,14 @@ import json
 import os
 import sys
 
+from larq_dysign.cli import parse_input_shape
+
 _ERRORS = (ValueError, OSError)
 
 
 def _fail(command: str, error: Exception) -> int:
     print(f"larq-dysign {command}: error: {error}", file=sys.stderr)
     return 1
-
-
-def parse_input_shape(text: str) -> tuple[int, int, int]:
-    """ "28,28,1" -> (28, 28, 1); for argparse's `type=`."""
-    try:
-        shape = tuple(int(part) for part in text.replace("x", ",").split(","))
-    except ValueError:
-        shape = ()
-    if len(shape) != 3 or any(d < 1 for d in shape):
-        raise argparse.ArgumentTypeError(
-            f"expected HEIGHT,WIDTH,CHANNELS of positive integers (e.g. 224,224,3), got {text!r}"
-        )
-    return shape
 
 
 def _positive_int(text: str) -> int:

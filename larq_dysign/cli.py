@@ -19,6 +19,19 @@ COMMAND_MODULES = (
 )
 
 
+def parse_input_shape(text: str) -> tuple[int, int, int]:
+    """ "28,28,1" (or "28x28x1") -> (28, 28, 1); for argparse's `type=` in every command."""
+    try:
+        shape = tuple(int(part) for part in text.replace("x", ",").split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or any(d < 1 for d in shape):
+        raise argparse.ArgumentTypeError(
+            f"expected HEIGHT,WIDTH,CHANNELS of positive integers (e.g. 224,224,3), got {text!r}"
+        )
+    return shape
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="larq-dysign",

@@ -18,18 +18,7 @@ import argparse
 import json
 
 from larq_dysign import data, distribute
-
-
-def _input_shape(text: str) -> tuple[int, int, int]:
-    try:
-        shape = tuple(int(d) for d in text.replace("x", ",").split(","))
-    except ValueError:
-        shape = ()
-    if len(shape) != 3 or min(shape) < 1:
-        raise argparse.ArgumentTypeError(
-            f"expected HEIGHT,WIDTH,CHANNELS of positive integers, got {text!r}"
-        )
-    return shape
+from larq_dysign.cli import parse_input_shape
 
 
 def _model_kwargs(args) -> dict:
@@ -128,7 +117,7 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tpu", help="TPU name or grpc:// address (with --strategy tpu)")
     parser.add_argument(
         "--input-shape",
-        type=_input_shape,
+        type=parse_input_shape,
         help="H,W,C of the model input (default: the dataset's)",
     )
     parser.add_argument("--num-classes", type=int, help="default: the dataset's")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
+from larq_dysign.cli import parse_input_shape
 from larq_dysign.zoo import weights as weights_module
 from larq_dysign.zoo.registry import get_model_constructor, list_models, model_family
 
@@ -13,18 +13,6 @@ def _models(args) -> int:
     for name in list_models():
         print(f"{name:<14} {model_family(name)}")
     return 0
-
-
-def _input_shape(text: str) -> tuple[int, int, int]:
-    try:
-        shape = tuple(int(d) for d in text.split(","))
-    except ValueError:
-        shape = ()
-    if len(shape) != 3 or min(shape) < 1:
-        raise argparse.ArgumentTypeError(
-            f"expected HEIGHT,WIDTH,CHANNELS of positive integers, got {text!r}"
-        )
-    return shape
 
 
 def _publish_weights(args) -> int:
@@ -104,7 +92,7 @@ def add_commands(subparsers) -> None:
     )
     parser.add_argument(
         "--input-shape",
-        type=_input_shape,
+        type=parse_input_shape,
         default=(224, 224, 3),
         help="HEIGHT,WIDTH,CHANNELS the model was trained at (default 224,224,3)",
     )
