@@ -316,7 +316,8 @@ def inspect_tflite(
             f"float32 weights are {float_bytes / weight_total:.0%} of the weight bytes "
             f"({_megabytes(float_bytes)}; binary {_megabytes(binary_bytes)}): see the largest "
             "float weights above (full-precision stem, shortcuts, head and hyper functions "
-            "are float by design; a binary layer among them was not binarized)"
+            "are float by design; a binary layer among them would be one that was not "
+            "binarized, see the warnings)"
         )
 
     def info(tensors):
