@@ -274,20 +274,27 @@ def compile_for_training(
     num_classes: int,
     teacher: tf.keras.Model | None = None,
     label_weight: float = 0.0,
+    jit_compile: bool = False,
 ) -> tf.keras.Model:
     """The model to `fit`: `student` with cross-entropy, or a `Distiller` with `teacher`.
 
-    Call it inside the strategy's scope.
+    Call it inside the strategy's scope. `jit_compile=True` compiles the train step with
+    XLA: on CPUs it avoids TensorFlow's slow `Conv2DBackpropInput` kernel for convs on 1x1
+    to 2x2 maps (stage 4 of a ResNet on 28x28 inputs), where it took ~1 s per 128 images
+    for a 512-channel 3x3 conv.
     """
     if teacher is None:
         student.compile(
             optimizer=optimizer,
             loss=tf.keras.losses.SparseCategoricalCrossentropy(),
             metrics=metrics_for(num_classes),
+            jit_compile=jit_compile,
         )
         return student
     distiller = Distiller(student, teacher, label_weight=label_weight)
-    distiller.compile(optimizer=optimizer, metrics=metrics_for(num_classes))
+    distiller.compile(
+        optimizer=optimizer, metrics=metrics_for(num_classes), jit_compile=jit_compile
+    )
     return distiller
 
 
@@ -415,6 +422,7 @@ def run_step(
     model_kwargs: dict | None = None,
     callbacks: list | None = None,
     verbose: int | str = "auto",
+    jit_compile: bool = False,
 ) -> StepResult:
     """Train one step of the recipe, resuming from `out_dir/step<N>/checkpoints` if any.
 
@@ -455,6 +463,7 @@ def run_step(
             num_classes=num_classes,
             teacher=teacher,
             label_weight=label_weight,
+            jit_compile=jit_compile,
         )
         latest = tf.train.latest_checkpoint(os.path.join(directory, "checkpoints"))
         if latest:
@@ -551,6 +560,7 @@ def train(
     validation_steps: int | None = None,
     callbacks: list | None = None,
     verbose: int | str = "auto",
+    jit_compile: bool = False,
 ) -> dict[int, StepResult]:
     """Train a zoo model with ReActNet's two-step recipe (see the module docstring).
 
@@ -590,6 +600,8 @@ def train(
         validation_steps: batches per evaluation; default the whole split.
         callbacks: more Keras callbacks, given to both steps.
         verbose: Keras' `fit` verbosity ("auto", 0, 1 = progress bar, 2 = one line).
+        jit_compile: compile the train step with XLA (see `compile_for_training`); about
+            2x faster for ResNets on 28x28 inputs on CPU, after a longer first step.
 
     Returns:
         `{step: StepResult}` for the steps run.
@@ -665,6 +677,7 @@ def train(
             model_kwargs=model_kwargs,
             callbacks=callbacks,
             verbose=verbose,
+            jit_compile=jit_compile,
         )
         results[current] = result
         initial_model = result.model

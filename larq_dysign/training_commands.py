@@ -22,7 +22,10 @@ from larq_dysign.cli import parse_input_shape
 
 
 def _model_kwargs(args) -> dict:
-    return {"stem": args.stem} if args.stem else {}
+    kwargs = {"stem": args.stem} if args.stem else {}
+    if args.width_multiplier is not None:
+        kwargs["width_multiplier"] = args.width_multiplier
+    return kwargs
 
 
 def _data_kwargs(args, *, train: bool) -> dict:
@@ -74,6 +77,7 @@ def _train(args) -> int:
         validate=not args.no_validation,
         validation_steps=args.validation_steps,
         verbose=args.verbose,
+        jit_compile=args.jit_compile,
     )
     for step, result in results.items():
         last = {key: values[-1] for key, values in result.history.items() if values}
@@ -126,6 +130,9 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("auto", "imagenet", "small"),
         help='zoo stem (default "auto": small below 112 px)',
     )
+    parser.add_argument(
+        "--width-multiplier", type=float, help="scale every width of a zoo model (default 1.0)"
+    )
     parser.add_argument("--data-dir", help="TFDS data directory")
     parser.add_argument("--manual-dir", help="directory of the ILSVRC2012 tar files")
     parser.add_argument("--fashion-mnist-dir", help="directory of the Fashion-MNIST IDX files")
@@ -177,6 +184,11 @@ def add_commands(subparsers) -> None:
     )
     train.add_argument("--validation-steps", type=int, help="default: the whole eval split")
     train.add_argument("--no-validation", action="store_true", help="skip per-epoch evaluation")
+    train.add_argument(
+        "--jit-compile",
+        action="store_true",
+        help="compile the train step with XLA (about 2x faster for ResNets on small inputs on CPU)",
+    )
     train.set_defaults(func=_train)
 
     evaluate = subparsers.add_parser("evaluate", help="loss and accuracy on the eval split")

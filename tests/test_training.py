@@ -177,6 +177,50 @@ def test_distiller_loss_differs_from_labels_and_decreases(fashion_mnist_sample):
         Distiller(student, tiny_bnn(input_shape=(28, 28, 1), num_classes=5))
 
 
+def _tiny_dy_bnn():
+    from larq_dysign.layers import DyPReLU, DySign
+    from larq_dysign.zoo import common
+
+    inputs = tf.keras.Input((12, 12, 3))
+    x = tf.keras.layers.Conv2D(16, 3, use_bias=False, name="stem")(inputs)
+    x = tf.keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = DySign(reduction=2, name="sign")(x)
+    x = common.binary_conv2d(16, 3, name="bconv")(x)
+    x = DyPReLU(reduction=2, name="prelu")(tf.keras.layers.BatchNormalization(name="bn")(x))
+    x = tf.keras.layers.GlobalAveragePooling2D()(x)
+    outputs = tf.keras.layers.Dense(4, activation="softmax", name="logits")(x)
+    return tf.keras.Model(inputs, outputs)
+
+
+def test_xla_train_step_matches_the_default_one():
+    # The DySign/DyPReLU custom gradients, the binary conv and BatchNorm under XLA: the same
+    # updates as TensorFlow's own kernels, to float rounding (a threshold-rounding sign flip
+    # would show as a >1e-3 difference in the hyper-function weights).
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 12, 12, 3)).astype("float32")
+    y = rng.integers(0, 4, 32)
+    tf.keras.utils.set_random_seed(0)
+    models = [_tiny_dy_bnn() for _ in range(2)]
+    models[1].set_weights(models[0].get_weights())
+    for model, jit in zip(models, (False, True)):
+        training.compile_for_training(
+            model, optimizer=tf.keras.optimizers.SGD(0.5), num_classes=4, jit_compile=jit
+        )
+        for _ in range(3):
+            model.train_on_batch(x, y)
+    assert models[1]._jit_compile and not models[0]._jit_compile
+    moved = 0
+    for default, xla, initial in zip(models[0].weights, models[1].weights, _tiny_initial(models)):
+        np.testing.assert_allclose(xla.numpy(), default.numpy(), atol=1e-4, err_msg=xla.name)
+        moved += not np.allclose(default.numpy(), initial)
+    assert moved >= 10  # the comparison covers trained weights, hyper functions included
+
+
+def _tiny_initial(models):
+    tf.keras.utils.set_random_seed(0)
+    return _tiny_dy_bnn().get_weights()
+
+
 # ---------------------------------------------------------------------------- two steps
 
 

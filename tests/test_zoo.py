@@ -205,11 +205,37 @@ def test_save_and_load_round_trip(name, tmp_path):
         ({"num_classes": 0}, "num_classes"),
         ({"include_top": "yes"}, "include_top"),
         ({"stem": "cifar"}, "stem"),
+        ({"width_multiplier": 0}, "width_multiplier"),
+        ({"width_multiplier": "half"}, "width_multiplier"),
     ],
 )
 def test_bad_arguments_are_rejected_before_building(kwargs, message):
     with pytest.raises(ValueError, match=message):
         zoo.ReActNet18(**kwargs)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_width_multiplier_scales_every_width(name):
+    def widths(model):
+        return sorted(
+            {layer.filters for layer in model.layers if isinstance(layer, tf.keras.layers.Conv2D)}
+        )
+
+    full = _small_model(name)
+    half = _small_model(name, width_multiplier=0.5)
+    assert widths(half) == [w // 2 for w in widths(full)]
+    # weights grow with width^2: a quarter of the binary weights (within the FP stem/head)
+    ratio = half.count_params() / full.count_params()
+    assert 0.2 < ratio < 0.35, ratio
+    assert half.predict(np.zeros((2, 28, 28, 1), "float32"), verbose=0).shape == (2, 10)
+
+
+def test_scaled_width_rounds_to_multiples_of_eight():
+    from larq_dysign.zoo.common import scaled_width
+
+    assert [scaled_width(64, m) for m in (1, 0.5, 0.25, 0.1, 0.3)] == [64, 32, 16, 8, 24]
+    assert scaled_width(256, 0.25, divisor=32) == 64
+    assert scaled_width(384, 0.3, divisor=48) == 144  # 115.2 -> 96 would lose > 10%
 
 
 def test_constructors_are_keyword_only():

@@ -358,10 +358,15 @@ def _cct(
     num_classes: int,
     variant: str | None,
     num_layers: int | None,
+    width_multiplier: float,
     **options,
 ) -> tf.keras.Model:
     common.check_common_arguments(
-        input_shape=input_shape, weights=weights, include_top=include_top, num_classes=num_classes
+        input_shape=input_shape,
+        weights=weights,
+        include_top=include_top,
+        num_classes=num_classes,
+        width_multiplier=width_multiplier,
     )
     _check_cct_arguments(
         variant=variant,
@@ -373,6 +378,13 @@ def _cct(
     config = VARIANTS[resolve_variant(variant, inputs)]
     if num_layers is not None:
         config = dataclasses.replace(config, num_layers=num_layers)
+    if width_multiplier != 1:
+        config = dataclasses.replace(
+            config,
+            # the embedding splits evenly into heads of a multiple of 8 channels
+            dim=common.scaled_width(config.dim, width_multiplier, 8 * config.num_heads),
+            tokenizer_width=common.scaled_width(config.tokenizer_width, width_multiplier),
+        )
 
     x = _tokenizer(inputs, config, options)
     x = PositionEmbedding(name="position_embedding")(x)
@@ -404,6 +416,7 @@ def BinaryCCT(
     variant: str | None = None,
     num_layers: int | None = None,
     mlp_activation: str = "prelu",
+    width_multiplier: float = 1.0,
 ) -> tf.keras.Model:
     """BinaryCCT: a Compact Convolutional Transformer with binary linears, RSign and RPReLU.
 
@@ -472,6 +485,8 @@ def BinaryCCT(
             112 px, else "14/7x2".
         num_layers: encoder layers, default the variant's (14 or 7); fewer for quick tests.
         mlp_activation: "prelu" (RPReLU, default) or "gelu" (CCT's).
+        width_multiplier: scales the embedding dim (rounded to a multiple of 8 x heads) and
+            the tokenizer's intermediate width; 1.0 is the variant's.
 
     Returns:
         A `tf.keras.Model`.
@@ -493,6 +508,7 @@ def BinaryCCT(
         num_classes=num_classes,
         variant=variant,
         num_layers=num_layers,
+        width_multiplier=width_multiplier,
         binary_weights=binary_weights,
         mlp_activation=mlp_activation,
         dysign=False,
@@ -514,6 +530,7 @@ def DyBinaryCCT(
     variant: str | None = None,
     num_layers: int | None = None,
     mlp_activation: str = "prelu",
+    width_multiplier: float = 1.0,
     dysign: bool = True,
     dyprelu: bool = True,
     dysign_options: dict | None = None,
@@ -543,7 +560,7 @@ def DyBinaryCCT(
 
     Args:
         input_shape, input_tensor, weights, include_top, num_classes, binary_weights,
-            variant, num_layers, mlp_activation: as for `BinaryCCT`.
+            variant, num_layers, mlp_activation, width_multiplier: as for `BinaryCCT`.
         dysign: False keeps RSign (for ablations).
         dyprelu: False keeps RPReLU (for ablations); must be False with
             `mlp_activation="gelu"`, which has no PReLU.
@@ -571,6 +588,7 @@ def DyBinaryCCT(
         num_classes=num_classes,
         variant=variant,
         num_layers=num_layers,
+        width_multiplier=width_multiplier,
         binary_weights=binary_weights,
         mlp_activation=mlp_activation,
         dysign=dysign,

@@ -15,7 +15,13 @@ SMALL_INPUT_LIMIT = 112
 
 
 def check_common_arguments(
-    *, input_shape, weights, include_top: bool, num_classes: int, stem: str = "auto"
+    *,
+    input_shape,
+    weights,
+    include_top: bool,
+    num_classes: int,
+    stem: str = "auto",
+    width_multiplier: float = 1.0,
 ) -> None:
     """Validate the arguments every zoo constructor takes, before any work.
 
@@ -37,9 +43,32 @@ def check_common_arguments(
         raise ValueError(f"Expected include_top to be True or False, but got {include_top!r}.")
     if stem not in STEMS:
         raise ValueError(f"Expected stem to be one of {STEMS}, but got {stem!r}.")
+    if (
+        isinstance(width_multiplier, bool)
+        or not isinstance(width_multiplier, (int, float))
+        or not 0 < width_multiplier <= 4
+    ):
+        raise ValueError(
+            "Expected width_multiplier to be a number in (0, 4], but got "
+            f"{width_multiplier!r}."
+        )
     weights_module.validate_weights_argument(
         weights, include_top=include_top, num_classes=num_classes
     )
+
+
+def scaled_width(channels: int, width_multiplier: float, divisor: int = 8) -> int:
+    """`channels * width_multiplier` rounded to a multiple of `divisor` (at least `divisor`),
+    never more than 10% below the exact product: keras.applications' MobileNet rule.
+
+    Multiples of 8 keep LCE's bitpacked channels aligned (its guide asks for outputs in
+    multiples of 8).
+    """
+    exact = channels * width_multiplier
+    width = max(divisor, int(exact + divisor / 2) // divisor * divisor)
+    if width < 0.9 * exact:
+        width += divisor
+    return width
 
 
 def model_inputs(input_shape=None, input_tensor=None) -> tf.Tensor:

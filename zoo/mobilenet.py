@@ -85,6 +85,7 @@ def _reactnet_a(
     include_top: bool,
     num_classes: int,
     stem: str,
+    width_multiplier: float,
     **options,
 ) -> tf.keras.Model:
     common.check_common_arguments(
@@ -93,16 +94,19 @@ def _reactnet_a(
         include_top=include_top,
         num_classes=num_classes,
         stem=stem,
+        width_multiplier=width_multiplier,
     )
+    base = common.scaled_width(WIDTHS[0], width_multiplier)
+    widths = [base * w // WIDTHS[0] for w in WIDTHS]  # blocks keep or double the width
     inputs = common.model_inputs(input_shape, input_tensor)
     stem_strides = 2 if common.resolve_stem(stem, inputs) == "imagenet" else 1
     x = tf.keras.layers.Conv2D(
-        WIDTHS[0], 3, strides=stem_strides, padding="same", use_bias=False, name="stem_conv"
+        widths[0], 3, strides=stem_strides, padding="same", use_bias=False, name="stem_conv"
     )(inputs)
     x = common.batch_norm("stem_bn")(x)
 
-    for index, (c_in, c_out) in enumerate(zip(WIDTHS[:-1], WIDTHS[1:]), start=1):
-        strides = 2 if c_out != c_in and c_in != WIDTHS[0] else 1
+    for index, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:]), start=1):
+        strides = 2 if c_out != c_in and c_in != widths[0] else 1
         x = _block(x, c_out, strides, name=f"block{index}", options=options)
 
     outputs = common.classification_head(x, num_classes) if include_top else x
@@ -126,6 +130,7 @@ def ReActNetA(
     num_classes: int = 1000,
     binary_weights: bool = True,
     stem: str = "auto",
+    width_multiplier: float = 1.0,
 ) -> tf.keras.Model:
     """ReActNet-A: the binary MobileNetV1 of ReActNet, with RSign and RPReLU.
 
@@ -152,6 +157,8 @@ def ReActNetA(
         binary_weights: False keeps the conv weights real (step 1 of two-step training).
         stem: "imagenet" (conv3x3 stride 2), "small" (stride 1), or "auto" (small below
             112 px).
+        width_multiplier: scales every width (the stem's 32 rounded to a multiple of 8, the
+            blocks' in proportion), as MobileNet's alpha; 1.0 is the paper's network.
 
     Returns:
         A `tf.keras.Model`.
@@ -167,6 +174,7 @@ def ReActNetA(
         include_top=include_top,
         num_classes=num_classes,
         stem=stem,
+        width_multiplier=width_multiplier,
         binary_weights=binary_weights,
         dysign=False,
         dyprelu=False,
@@ -185,6 +193,7 @@ def DyMobileNet(
     num_classes: int = 1000,
     binary_weights: bool = True,
     stem: str = "auto",
+    width_multiplier: float = 1.0,
     dysign: bool = True,
     dyprelu: bool = True,
     dysign_options: dict | None = None,
@@ -201,8 +210,8 @@ def DyMobileNet(
         ```
 
     Args:
-        input_shape, input_tensor, weights, include_top, num_classes, binary_weights, stem:
-            as for `ReActNetA`.
+        input_shape, input_tensor, weights, include_top, num_classes, binary_weights, stem,
+            width_multiplier: as for `ReActNetA`.
         dysign: False keeps RSign (for ablations).
         dyprelu: False keeps RPReLU (for ablations).
         dysign_options: keyword arguments of every `DySign`.
@@ -224,6 +233,7 @@ def DyMobileNet(
         include_top=include_top,
         num_classes=num_classes,
         stem=stem,
+        width_multiplier=width_multiplier,
         binary_weights=binary_weights,
         dysign=dysign,
         dyprelu=dyprelu,

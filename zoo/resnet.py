@@ -49,6 +49,7 @@ def _resnet18(
     num_classes: int,
     binary_weights: bool,
     stem: str,
+    width_multiplier: float,
     dysign_options: dict | None,
     dyprelu_options: dict | None,
 ) -> tf.keras.Model:
@@ -58,20 +59,25 @@ def _resnet18(
         include_top=include_top,
         num_classes=num_classes,
         stem=stem,
+        width_multiplier=width_multiplier,
     )
+    base = common.scaled_width(STAGE_WIDTHS[0], width_multiplier)
+    widths = [base * w // STAGE_WIDTHS[0] for w in STAGE_WIDTHS]  # keep the 1:2:4:8 ratios
     inputs = common.model_inputs(input_shape, input_tensor)
     if common.resolve_stem(stem, inputs) == "imagenet":
         x = tf.keras.layers.Conv2D(
-            64, 7, strides=2, padding="same", use_bias=False, name="stem_conv"
+            widths[0], 7, strides=2, padding="same", use_bias=False, name="stem_conv"
         )(inputs)
         x = common.batch_norm("stem_bn")(x)
         x = tf.keras.layers.MaxPool2D(3, strides=2, padding="same", name="stem_pool")(x)
     else:
-        x = tf.keras.layers.Conv2D(64, 3, padding="same", use_bias=False, name="stem_conv")(inputs)
+        x = tf.keras.layers.Conv2D(
+            widths[0], 3, padding="same", use_bias=False, name="stem_conv"
+        )(inputs)
         x = common.batch_norm("stem_bn")(x)
 
     options = {"dysign": dysign_options, "dyprelu": dyprelu_options}
-    for stage, filters in enumerate(STAGE_WIDTHS, start=1):
+    for stage, filters in enumerate(widths, start=1):
         for block in range(1, BLOCKS_PER_STAGE + 1):
             strides = 2 if stage > 1 and block == 1 else 1
             x = _basic_block(
@@ -106,6 +112,7 @@ def ReActNet18(
     num_classes: int = 1000,
     binary_weights: bool = True,
     stem: str = "auto",
+    width_multiplier: float = 1.0,
 ) -> tf.keras.Model:
     """ReActNet-18: Bi-Real Net's ResNet-18 with RSign and RPReLU (static thresholds).
 
@@ -132,6 +139,9 @@ def ReActNet18(
         binary_weights: False keeps the conv weights real (step 1 of two-step training).
         stem: "imagenet" (the paper's), "small" (FP conv3x3/1, no pool, for 28-64 px
             inputs), or "auto" (small below 112 px).
+        width_multiplier: scales every width (stem and stages, rounded to multiples of 8),
+            as MobileNet's alpha; 1.0 is the paper's network, smaller ones are for quick
+            experiments on small machines.
 
     Returns:
         A `tf.keras.Model`.
@@ -151,6 +161,7 @@ def ReActNet18(
         num_classes=num_classes,
         binary_weights=binary_weights,
         stem=stem,
+        width_multiplier=width_multiplier,
         dysign_options=None,
         dyprelu_options=None,
     )
@@ -166,6 +177,7 @@ def DyResNet18(
     num_classes: int = 1000,
     binary_weights: bool = True,
     stem: str = "auto",
+    width_multiplier: float = 1.0,
     dysign: bool = True,
     dyprelu: bool = True,
     dysign_options: dict | None = None,
@@ -184,8 +196,8 @@ def DyResNet18(
         ```
 
     Args:
-        input_shape, input_tensor, weights, include_top, num_classes, binary_weights, stem:
-            as for `ReActNet18`.
+        input_shape, input_tensor, weights, include_top, num_classes, binary_weights, stem,
+            width_multiplier: as for `ReActNet18`.
         dysign: False keeps RSign (for ablations).
         dyprelu: False keeps RPReLU (for ablations).
         dysign_options: keyword arguments of every `DySign` (reduction, granularity,
@@ -211,6 +223,7 @@ def DyResNet18(
         num_classes=num_classes,
         binary_weights=binary_weights,
         stem=stem,
+        width_multiplier=width_multiplier,
         dysign_options=dysign_options,
         dyprelu_options=dyprelu_options,
     )
