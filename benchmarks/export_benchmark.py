@@ -38,6 +38,7 @@ import sys
 import time
 
 import larq_dysign  # noqa: F401  (Keras 2 before tensorflow)
+import larq as lq
 import numpy as np
 import tensorflow as tf
 
@@ -71,12 +72,16 @@ def measure(name: str, *, input_shape, num_classes: int, floats: bool):
     report = inspect_tflite(flatbuffer, model=model)
     layers = binary_layers(model)
     binary = sum(layer.weights for layer in layers)
+    profiles = lq.models.ModelProfile(model).layer_profiles
 
     row = {
         "model": name,
         "family": model_family(name),
         "parameters": int(model.count_params()),
         "binary_weights": binary,
+        # larq's profile: 1-bit and 32-bit multiply-accumulates (no attention products)
+        "binary_macs": int(sum(p.op_count("mac", 1) or 0 for p in profiles)),
+        "float_macs": int(sum(p.op_count("mac", 32) or 0 for p in profiles)),
         "tflite_bytes": len(flatbuffer),
         "binary_weight_bytes": report.binary_weight_bytes,
         "float_weight_bytes": report.float_weight_bytes,
