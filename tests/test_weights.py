@@ -6,7 +6,9 @@ import http.server
 import logging
 import os
 import re
+import socket
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -28,6 +30,8 @@ class _WeightsServer(http.server.ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.files: dict[str, bytes] = {}
         self.cut: set[str] = set()
+        self.stall: set[str] = set()
+        self.released = threading.Event()
         self.requests: list[str] = []
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)
         self.thread.start()
@@ -37,6 +41,7 @@ class _WeightsServer(http.server.ThreadingHTTPServer):
         return f"http://127.0.0.1:{self.server_address[1]}/weights"
 
     def stop(self):
+        self.released.set()
         if not self.thread.is_alive():
             return
         self.shutdown()
@@ -55,6 +60,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        if name in self.server.stall:  # headers, then silence until the test ends
+            self.wfile.flush()
+            self.server.released.wait(30)
+            return
         if name in self.server.cut:
             self.wfile.write(body[: len(body) // 2])
             self.wfile.flush()
@@ -300,6 +309,35 @@ def test_connection_closed_mid_file_leaves_no_file(source, server, tmp_path, has
     assert f"{len(server.files[name]) // 2} bytes" in str(error.value) or not hashed
     assert len(server.requests) == 1
     assert _files_in(_cache_dir(tmp_path)) == []
+
+
+def test_a_server_that_stops_sending_times_out_and_leaves_no_file(
+    source, server, tmp_path, monkeypatch
+):
+    name = source["top"].entry.file_name
+    server.files[name] = _bytes(source["top"].path)
+    server.stall.add(name)
+    _register("pytest-stall", source, url=f"{server.base_url}/{name}")
+    monkeypatch.setenv(weights_module.TIMEOUT_ENV, "0.5")
+    with pytest.raises(weights_module.WeightsDownloadError, match="no data for 0.5 s"):
+        zoo.get_weights_file("ReActNet18", "pytest-stall")
+    assert _files_in(_cache_dir(tmp_path)) == []
+    assert socket.getdefaulttimeout() is None  # the process default is restored
+
+    monkeypatch.setenv(weights_module.TIMEOUT_ENV, "soon")
+    with pytest.raises(ValueError, match="LARQ_DYSIGN_DOWNLOAD_TIMEOUT.*'soon'"):
+        zoo.get_weights_file("ReActNet18", "pytest-stall")
+
+
+def test_stale_part_files_of_killed_downloads_are_removed(tmp_path):
+    old, fresh, kept = (tmp_path / n for n in (".a.h5.1.part", ".b.h5.2.part", "c.h5"))
+    for path in (old, fresh, kept):
+        path.write_bytes(b"x")
+    two_days_ago = time.time() - 2 * 24 * 3600
+    os.utime(old, (two_days_ago, two_days_ago))
+    os.utime(kept, (two_days_ago, two_days_ago))
+    assert weights_module.remove_stale_parts(str(tmp_path)) == [str(old)]
+    assert _files_in(tmp_path) == [".b.h5.2.part", "c.h5"]
 
 
 def test_imagenet_explains_that_nothing_is_published_then_loads_a_cached_file(

@@ -49,8 +49,7 @@ def check_common_arguments(
         or not 0 < width_multiplier <= 4
     ):
         raise ValueError(
-            "Expected width_multiplier to be a number in (0, 4], but got "
-            f"{width_multiplier!r}."
+            f"Expected width_multiplier to be a number in (0, 4], but got {width_multiplier!r}."
         )
     weights_module.validate_weights_argument(
         weights, include_top=include_top, num_classes=num_classes

@@ -71,9 +71,9 @@ def _resnet18(
         x = common.batch_norm("stem_bn")(x)
         x = tf.keras.layers.MaxPool2D(3, strides=2, padding="same", name="stem_pool")(x)
     else:
-        x = tf.keras.layers.Conv2D(
-            widths[0], 3, padding="same", use_bias=False, name="stem_conv"
-        )(inputs)
+        x = tf.keras.layers.Conv2D(widths[0], 3, padding="same", use_bias=False, name="stem_conv")(
+            inputs
+        )
         x = common.batch_norm("stem_bn")(x)
 
     options = {"dysign": dysign_options, "dyprelu": dyprelu_options}

@@ -45,11 +45,15 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import glob
 import hashlib
 import logging
 import os
 import re
+import socket
+import time
 import urllib.error
 import urllib.parse
 import uuid
@@ -67,6 +71,11 @@ logger = logging.getLogger(__name__)
 CACHE_DIR_ENV = "LARQ_DYSIGN_CACHE_DIR"
 MIRROR_URL_ENV = "LARQ_DYSIGN_WEIGHTS_URL"
 MIRROR_DIR_ENV = "LARQ_DYSIGN_WEIGHTS_DIR"
+#: Seconds a download may wait for the server (connect or next bytes) before it fails.
+TIMEOUT_ENV = "LARQ_DYSIGN_DOWNLOAD_TIMEOUT"
+DEFAULT_TIMEOUT = 60.0
+#: `.part` files this old are left by a killed process (a live download writes its own).
+STALE_PART_SECONDS = 24 * 3600
 DEFAULT_CACHE_DIR = os.path.join("~", ".keras", "larq_dysign")
 #: Datasets with an entry for every zoo model, and their class counts.
 DEFAULT_DATASETS = {"imagenet": 1000}
@@ -335,6 +344,51 @@ def sha256_of(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def download_timeout() -> float:
+    """`LARQ_DYSIGN_DOWNLOAD_TIMEOUT` in seconds (default 60).
+
+    Raises:
+        ValueError: the variable is set to something other than a positive number.
+    """
+    value = os.environ.get(TIMEOUT_ENV)
+    if not value:
+        return DEFAULT_TIMEOUT
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise ValueError(
+            f"Expected {TIMEOUT_ENV} to be a positive number of seconds, but got {value!r}."
+        )
+    return seconds
+
+
+@contextlib.contextmanager
+def _socket_timeout(seconds: float):
+    """`get_file` opens its connection with urllib's default, no timeout: a server that stops
+    sending would hang the caller forever. Set the process default for the download only."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def remove_stale_parts(directory: str, *, older_than: float = STALE_PART_SECONDS) -> list[str]:
+    """Delete `.part` files older than `older_than` seconds, left by killed downloads."""
+    removed = []
+    for path in glob.glob(os.path.join(glob.escape(directory), ".*.part")):
+        try:
+            if time.time() - os.path.getmtime(path) > older_than:
+                os.remove(path)
+                removed.append(path)
+        except OSError:  # another process removed or renamed it meanwhile
+            continue
+    return removed
+
+
 class _NotOnServer(Exception):
     """HTTP 404: the mirror or registry URL does not hold the file (try the next source)."""
 
@@ -359,17 +413,20 @@ def _download(
             f"Cannot create the weights cache {directory!r} ({error}); set {CACHE_DIR_ENV} to a "
             "writable directory."
         ) from error
+    remove_stale_parts(directory)
     part = os.path.join(directory, f".{os.path.basename(destination)}.{uuid.uuid4().hex}.part")
+    timeout = download_timeout()
     try:
         try:
-            tf.keras.utils.get_file(
-                fname=part,
-                origin=url,
-                file_hash=sha256 or None,
-                hash_algorithm="sha256",
-                cache_dir=directory,
-                cache_subdir=directory,
-            )
+            with _socket_timeout(timeout):
+                tf.keras.utils.get_file(
+                    fname=part,
+                    origin=url,
+                    file_hash=sha256 or None,
+                    hash_algorithm="sha256",
+                    cache_dir=directory,
+                    cache_subdir=directory,
+                )
         except ValueError as error:  # get_file's hash mismatch; it keeps the file
             if sha256 and os.path.exists(part):
                 actual = sha256_of(part)
@@ -386,6 +443,8 @@ def _download(
             if isinstance(cause, urllib.error.HTTPError) and cause.code == 404:
                 raise _NotOnServer(f"{url}: HTTP 404") from error
             reason = getattr(cause, "reason", None) or cause or error
+            if isinstance(error, TimeoutError) or isinstance(reason, TimeoutError):
+                reason = f"no data for {timeout:g} s; {TIMEOUT_ENV} sets the limit"
             raise WeightsDownloadError(
                 f"Downloading {url} failed ({reason}); no partial file was kept in {directory}."
             ) from error
