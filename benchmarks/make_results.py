@@ -182,7 +182,7 @@ def headline(accuracy, export, throughput) -> str:
             if baseline in rows and dy in rows and "difference" in rows[dy]:
                 b, d = rows[baseline], rows[dy]
                 lines.append(
-                    f"- Fashion-MNIST, {len(d['seeds'])} seeds, reduced width "
+                    f"- Fashion-MNIST, {len(d['seeds'])} seed(s), reduced width "
                     f"({_config(d['kwargs'])}), 2 x {d['updates']} updates: {dy} "
                     f"{_pct(d['mean'])}% +- {_pct(d['std'])} vs {baseline} {_pct(b['mean'])}% +- "
                     f"{_pct(b['std'])}: {_verdict(d)}."
@@ -346,12 +346,17 @@ def reading(accuracy, export, throughput, thresholds) -> list[str]:
             )
     if thresholds:
         flipped = [row["flipped_fraction"] for row in thresholds["layers"]]
+        relative = [
+            row["mean_threshold_std_over_images"] / row["mean_activation_std"]
+            for row in thresholds["layers"]
+        ]
         lines.append(
             f"- The learned thresholds are dynamic but move little: per layer, the dynamic "
             f"part decides {100 * min(flipped):.1f}-{100 * max(flipped):.1f}% of the binary "
-            "activations, and a channel's threshold spreads across images by a few percent of "
-            "its activations' spread. The hyper functions start at zero (DySign = RSign) and "
-            "these runs are short."
+            "activations, and a channel's threshold spreads across images by "
+            f"{100 * min(relative):.1f}-{100 * max(relative):.1f}% of its activations' spread "
+            "(layer means). The hyper functions start at zero (DySign = RSign) and these runs "
+            "are short."
         )
     if export:
         overheads = [
