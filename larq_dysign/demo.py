@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 
@@ -29,14 +30,28 @@ LEARNING_RATE = 2e-3
 
 
 def run(
-    out_dir: str, *, epochs: int, steps_per_epoch: int, batch_size: int, parity_samples: int
+    out_dir: str,
+    *,
+    epochs: int,
+    steps_per_epoch: int,
+    batch_size: int,
+    parity_samples: int,
+    resume: bool = False,
 ) -> dict:
     """Train, evaluate, export, verify and time; returns the figures it prints."""
+    training_dir = os.path.join(out_dir, "training")
+    if os.path.isdir(training_dir) and not resume:
+        # `train` resumes from checkpoints: a finished earlier demo would be restored, not
+        # retrained, whatever the arguments now
+        print(
+            f"Removing the previous demo's training directory {training_dir} (--resume keeps it)."
+        )
+        shutil.rmtree(training_dir)
     started = time.perf_counter()
     results = training.train(
         MODEL,
         dataset="fashion_mnist",
-        out_dir=os.path.join(out_dir, "training"),
+        out_dir=training_dir,
         epochs=epochs,
         batch_size=batch_size,
         steps_per_epoch=steps_per_epoch,
@@ -94,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps-per-epoch", type=int, default=80)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--parity-samples", type=int, default=500)
+    parser.add_argument(
+        "--resume", action="store_true", help="continue an interrupted demo's training"
+    )
     args = parser.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     run(
@@ -102,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         steps_per_epoch=args.steps_per_epoch,
         batch_size=args.batch_size,
         parity_samples=args.parity_samples,
+        resume=args.resume,
     )
     return 0
 

@@ -187,7 +187,7 @@ def add_commands(subparsers) -> None:
     train.add_argument(
         "--jit-compile",
         action="store_true",
-        help="compile the train step with XLA (about 2x faster for ResNets on small inputs on CPU)",
+        help="compile the train step with XLA (about 2x faster for small-input ResNets on CPU)",
     )
     train.set_defaults(func=_train)
 
