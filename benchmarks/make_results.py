@@ -408,7 +408,7 @@ def render() -> tuple[str, str]:
     with open(README) as f:
         readme = f.read()
     readme = fill_block(readme, "results", headline(accuracy, export, throughput))
-    if export:
+    if export and all("binary_macs" in row for row in export["rows"]):
         readme = fill_block(readme, "zoo", zoo_table(export))
     return document(accuracy, export, throughput, thresholds), readme
 
