@@ -337,6 +337,31 @@ def reading(accuracy, export, throughput, thresholds) -> list[str]:
                 "epochs; these runs are minutes long on 28x28 images at reduced width, so they "
                 "neither confirm nor refute them."
             )
+        losses = []
+        for baseline, dy in PAIRS:
+            final = {
+                name: [r["curve"][-1][1] for r in accuracy["runs"] if r["config"] == name]
+                for name in (baseline, dy)
+            }
+            if all(final.values()):
+                mean = {name: sum(v) / len(v) for name, v in final.items()}
+                losses.append((dy, mean[dy], baseline, mean[baseline]))
+        if losses:
+            lower = all(dy_loss < base_loss for _, dy_loss, _, base_loss in losses)
+            lines.append(
+                (
+                    "- Yet every Dy model ends with the lower train loss"
+                    if lower
+                    else "- Train loss"
+                )
+                + " (running mean over the last recipe step, mean over seeds): "
+                + "; ".join(f"{d} {dl:.3f} vs {b} {bl:.3f}" for d, dl, b, bl in losses)
+                + (
+                    ". On this budget the extra capacity shows in training, not in test accuracy."
+                    if lower
+                    else "."
+                )
+            )
         ablations = [n for n in ABLATIONS if n in rows and "difference" in rows[n]]
         if ablations:
             lines.append(
