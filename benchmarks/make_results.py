@@ -401,8 +401,7 @@ def reading(accuracy, export, throughput, thresholds) -> list[str]:
         ]
         lines.append(
             f"- Training: a Dy step costs {min(ratios):.2f}-{max(ratios):.2f}x its baseline's "
-            "here (the per-sample statistics and hyper functions are cheap next to the convs "
-            "at full width, less so at reduced width)."
+            "here, depending on the model, the width and XLA (section 3, row by row)."
         )
     lines.append(
         "- Not measured here: ARM latency (no Raspberry Pi was available; see "
