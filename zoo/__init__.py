@@ -14,6 +14,7 @@ from .imagenet import decode_predictions, normalize, preprocess_input
 from .mobilenet import DyMobileNet, ReActNetA
 from .registry import get_model, get_model_constructor, list_models
 from .resnet import DyResNet18, ReActNet18
+from .saved import load_saved_model, read_description, save_model
 from .weights import get_weights_file, publish_weights, register_weights
 
 __all__ = [
@@ -28,8 +29,11 @@ __all__ = [
     "get_model_constructor",
     "get_weights_file",
     "list_models",
+    "load_saved_model",
     "normalize",
     "preprocess_input",
     "publish_weights",
+    "read_description",
     "register_weights",
+    "save_model",
 ]

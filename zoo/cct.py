@@ -225,6 +225,7 @@ def _cct(
         include_top=include_top,
         num_classes=num_classes,
         width_multiplier=width_multiplier,
+        input_tensor=input_tensor,
     )
     _check_cct_arguments(
         variant=variant,

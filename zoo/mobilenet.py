@@ -77,6 +77,7 @@ def _reactnet_a(
         num_classes=num_classes,
         stem=stem,
         width_multiplier=width_multiplier,
+        input_tensor=input_tensor,
     )
     base = common.scaled_width(WIDTHS[0], width_multiplier)
     widths = [base * w // WIDTHS[0] for w in WIDTHS]  # blocks keep or double the width

@@ -50,6 +50,7 @@ def _resnet18(
         num_classes=num_classes,
         stem=stem,
         width_multiplier=width_multiplier,
+        input_tensor=input_tensor,
     )
     base = common.scaled_width(STAGE_WIDTHS[0], width_multiplier)
     widths = [base * w // STAGE_WIDTHS[0] for w in STAGE_WIDTHS]  # keep the 1:2:4:8 ratios
