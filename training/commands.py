@@ -55,16 +55,20 @@ def _data_kwargs(args, dataset: str, *, train: bool) -> dict:
 
 
 def _check_out_dir(out: str) -> None:
-    """--out must be a directory this process can create and write in: checked (by doing
-    it) before any data is loaded."""
+    """--out must be a directory this process can create and write in, checked before any
+    data is loaded, without leaving anything behind (a temporary file in the nearest
+    existing ancestor)."""
+    existing = os.path.abspath(out)
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
     try:
-        os.makedirs(out, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
+        if not os.path.isdir(existing):
+            raise NotADirectoryError(f"{existing} is not a directory")
+        with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as error:
         raise CommandError(
-            f"--out {out!r} cannot be used as the output directory: {error.strerror or error}.",
-            status=2,
+            f"--out {out!r} cannot be used as the output directory: {error}.", status=2
         ) from error
 
 

@@ -403,7 +403,7 @@ def restore_latest_intact(
     for _, prefix in sorted(numbered, reverse=True):
         try:
             checkpoint.restore(prefix).assert_existing_objects_matched()
-        except (tf.errors.OpError, ValueError, AssertionError) as error:
+        except Exception as error:  # noqa: BLE001 (TF raises OpError, IndexError, ... on damage)
             reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
             skipped.append((prefix, f"{type(error).__name__}: {reason}"))
             continue
@@ -431,6 +431,22 @@ SETTINGS_FILE = "settings.json"
 _FREE_SETTINGS = ("jit_compile",)
 
 
+def json_round_trip(value):
+    """`value` as it reads back from JSON (tuples become lists)."""
+    return json.loads(json.dumps(value))
+
+
+def _differences(key: str, recorded, current) -> list[str]:
+    """ "key recorded (now current)" for each differing leaf, nested keys joined by dots."""
+    if isinstance(recorded, dict) and isinstance(current, dict):
+        return [
+            difference
+            for name in sorted(set(recorded) | set(current))
+            for difference in _differences(f"{key}.{name}", recorded.get(name), current.get(name))
+        ]
+    return [] if recorded == current else [f"{key} {recorded!r} (now {current!r})"]
+
+
 def _check_settings(directory: str, settings: dict, *, has_checkpoints: bool) -> None:
     """Refuse to continue a step directory that was trained with other settings."""
     path = os.path.join(directory, SETTINGS_FILE)
@@ -450,9 +466,10 @@ def _check_settings(directory: str, settings: dict, *, has_checkpoints: bool) ->
                 f"{path} is damaged ({error}); pass fresh=True (--fresh) to start over."
             ) from error
     differences = [
-        f"{key} {recorded.get(key)!r} (now {settings.get(key)!r})"
+        difference
         for key in sorted(set(recorded) | set(settings))
-        if key not in _FREE_SETTINGS and recorded.get(key) != settings.get(key)
+        if key not in _FREE_SETTINGS
+        for difference in _differences(key, recorded.get(key), json_round_trip(settings.get(key)))
     ]
     if differences:
         raise ValueError(

@@ -240,7 +240,7 @@ def _publish_weights(args) -> int:
         )
     ]
     if args.notop:
-        arguments = {k: v for k, v in arguments.items() if k != "num_classes"}
+        arguments = {k: v for k, v in arguments.items() if k not in ("num_classes", "include_top")}
         with tempfile.TemporaryDirectory(prefix="larq_dysign_publish_") as directory:
             full = os.path.join(directory, "full.h5")
             model.save_weights(full, save_format="h5")

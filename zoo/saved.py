@@ -67,7 +67,7 @@ def constructor_arguments(model: str | Callable, **kwargs) -> dict:
             f"{name} does not take {', '.join(unknown)}; its arguments are: "
             f"{', '.join(signature.parameters)}."
         )
-    bound = signature.bind(**kwargs)
+    bound = signature.bind_partial(**kwargs)
     bound.apply_defaults()
     return {
         name: _jsonable(value)
