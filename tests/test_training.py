@@ -1,6 +1,5 @@
 """The two-step recipe, weight decay, distillation, checkpoints surviving SIGKILL, the CLI."""
 
-import inspect
 import json
 import os
 import signal
@@ -11,49 +10,11 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
+from tinymodels import tiny_bnn
 
 from larq_dysign import cli, training, zoo
 from larq_dysign.training import data
 from larq_dysign.training.distill import Distiller, distillation_loss
-
-
-def tiny_bnn(*, input_shape, num_classes, binary_weights=True, batch_norm=True):
-    """A two-conv binary network with the zoo's blocks, for tests of the training machinery
-    (the zoo's ResNet-18 costs seconds per step here). Self-contained: written to a module
-    file for the CLI's "module:function" model argument."""
-    import larq_dysign  # noqa: F401, I001  (Keras 2 before tensorflow)
-    import tensorflow as tf
-    from larq_dysign.layers import RSign
-    from larq_dysign.zoo import common
-
-    inputs = tf.keras.Input(input_shape)
-    x = tf.keras.layers.Conv2D(8, 3, strides=2, padding="same", use_bias=False, name="stem")(
-        inputs
-    )
-    if batch_norm:
-        x = tf.keras.layers.BatchNormalization(name="stem_bn")(x)
-    x = RSign(name="sign")(x)
-    x = common.binary_conv2d(16, 3, strides=2, binary_weights=binary_weights, name="bconv")(x)
-    if batch_norm:
-        x = tf.keras.layers.BatchNormalization(name="bconv_bn")(x)
-    x = tf.keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    x = tf.keras.layers.Dense(num_classes, name="logits")(x)
-    outputs = tf.keras.layers.Activation("softmax", name="predictions")(x)
-    return tf.keras.Model(inputs, outputs, name="tiny_bnn")
-
-
-TINY_MODULE_SOURCE = inspect.getsource(tiny_bnn)
-
-
-def write_tiny_module(directory) -> None:
-    """`directory/tinymodels.py` defining `tiny_bnn`, importable as "tinymodels:tiny_bnn"."""
-    (directory / "tinymodels.py").write_text(TINY_MODULE_SOURCE)
-
-
-def subprocess_env(directory) -> dict:
-    path = os.pathsep.join(filter(None, [str(directory), os.environ.get("PYTHONPATH")]))
-    return {**os.environ, "PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "2"}
-
 
 # ---------------------------------------------------------------------------- recipe parts
 
@@ -66,11 +27,6 @@ def test_linear_decay_reaches_zero_and_stays_there():
         training.linear_decay(5e-4, 0)
     with pytest.raises(ValueError, match="learning_rate"):
         training.linear_decay(0.0, 10)
-
-
-def test_recipe_steps():
-    assert training.RECIPE[1] == training.StepRecipe(binary_weights=False, weight_decay=1e-5)
-    assert training.RECIPE[2] == training.StepRecipe(binary_weights=True, weight_decay=0.0)
 
 
 def test_weight_decay_is_coupled_l2_on_kernels_only():
@@ -376,6 +332,19 @@ def test_no_intact_checkpoint_stops_naming_the_directory_and_changes_nothing(tmp
     assert _files(tmp_path) == files  # the history, the damaged files, everything kept
 
 
+def test_each_step_trains_with_the_recipes_weights_and_decay(tmp_path):
+    results = _tiny_run(tmp_path, epochs=1, step="both")
+    for step, binary, decay in ((1, False, 1e-5), (2, True, 0.0)):
+        settings = json.loads((tmp_path / f"step{step}" / "settings.json").read_text())
+        assert (settings["weight_decay"], settings["arguments"]["binary_weights"]) == (
+            decay,
+            binary,
+        )
+        kernel_quantizer = results[step].model.get_layer("bconv").kernel_quantizer
+        assert (kernel_quantizer is not None) is binary
+        assert len(results[step].model.losses) == (1 if decay else 0)
+
+
 def test_other_settings_on_an_existing_run_are_refused_unless_fresh(tmp_path, capsys):
     _tiny_run(tmp_path, epochs=2)
     files = _files(tmp_path)
@@ -407,9 +376,8 @@ def _checkpoint_value(prefix: str, name: str):
 
 
 def test_cli_run_killed_by_sigkill_resumes_with_optimizer_state_and_history(
-    tmp_path, monkeypatch, capsys
+    tmp_path, tiny_models_env, capsys
 ):
-    write_tiny_module(tmp_path)
     teacher = tiny_bnn(input_shape=(28, 28, 1), num_classes=10, binary_weights=False)
     teacher.save(tmp_path / "teacher.keras")
     out = tmp_path / "run"
@@ -419,7 +387,7 @@ def test_cli_run_killed_by_sigkill_resumes_with_optimizer_state_and_history(
         "--epochs", "6", "--steps-per-epoch", "20", "--batch-size", "16", "--step", "1",
         "--teacher", str(tmp_path / "teacher.keras"), "--out", str(out), "--verbose", "2",
     ]  # fmt: skip
-    env = subprocess_env(tmp_path)
+    env = tiny_models_env
     checkpoints = out / "step1" / "checkpoints"
     process = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -466,7 +434,6 @@ def test_cli_run_killed_by_sigkill_resumes_with_optimizer_state_and_history(
 
     # `larq-dysign evaluate` on the final weights agrees with Keras' evaluate
     weights = out / "step1" / "tiny_bnn_step1.h5"
-    monkeypatch.syspath_prepend(str(tmp_path))
     capsys.readouterr()
     arguments = ["evaluate", "tinymodels:tiny_bnn", "--weights", str(weights)]
     arguments += ["--no-binary-weights"]
