@@ -254,7 +254,7 @@ def test_corrupted_download_is_rejected_and_removed(source, server, tmp_path):
     server.files[name] = bytes(data)
     entry = _register("pytest-corrupt", source, url=f"{server.base_url}/{name}")
 
-    with pytest.raises(weights_module.WeightsChecksumError) as error:
+    with pytest.raises(ValueError) as error:
         zoo.get_weights_file("ReActNet18", "pytest-corrupt")
 
     assert entry.sha256 in str(error.value)
@@ -268,7 +268,7 @@ def test_corrupted_cached_file_is_removed(source, tmp_path):
     cache.mkdir()
     (cache / entry.file_name).write_bytes(b"not the published file")
 
-    with pytest.raises(weights_module.WeightsChecksumError, match="was removed"):
+    with pytest.raises(ValueError, match="was removed"):
         zoo.get_weights_file("ReActNet18", "pytest-corrupt-cache")
 
     assert _files_in(cache) == []
@@ -280,7 +280,7 @@ def test_unhashed_download_that_is_not_weights_is_removed(target, server, tmp_pa
     )
     server.files["g.h5"] = b"<html>login page of a captive portal</html>"
 
-    with pytest.raises(weights_module.IncompatibleWeightsError, match="neither"):
+    with pytest.raises(ValueError, match="neither"):
         weights_module.load_pretrained(
             target, "pytest-garbage", model_name="ReActNet18", include_top=True
         )
@@ -298,11 +298,7 @@ def test_connection_closed_mid_file_leaves_no_file(source, server, tmp_path, has
 
     # get_file ignores the Content-Length and returns the half file; the sha256, or without
     # one HDF5's own end-of-file check, rejects it
-    expected = (
-        (weights_module.WeightsChecksumError, "cut off")
-        if hashed
-        else (weights_module.IncompatibleWeightsError, "truncated")
-    )
+    expected = (ValueError, "cut off") if hashed else (ValueError, "truncated")
     with pytest.raises(expected[0], match=expected[1]) as error:
         zoo.get_weights_file("ReActNet18", "pytest-cut")
 
@@ -319,7 +315,7 @@ def test_a_server_that_stops_sending_times_out_and_leaves_no_file(
     server.stall.add(name)
     _register("pytest-stall", source, url=f"{server.base_url}/{name}")
     monkeypatch.setenv(weights_module.TIMEOUT_ENV, "0.5")
-    with pytest.raises(weights_module.WeightsDownloadError, match="no data for 0.5 s"):
+    with pytest.raises(OSError, match="no data for 0.5 s"):
         zoo.get_weights_file("ReActNet18", "pytest-stall")
     assert _files_in(_cache_dir(tmp_path)) == []
     assert socket.getdefaulttimeout() is None  # the process default is restored
@@ -345,7 +341,7 @@ def test_imagenet_explains_that_nothing_is_published_then_loads_a_cached_file(
 ):
     cache = _cache_dir(tmp_path)
     # no URL anywhere: the error comes without any network access
-    with pytest.raises(weights_module.WeightsNotAvailableError) as error:
+    with pytest.raises(FileNotFoundError) as error:
         zoo.ReActNet18(input_shape=SHAPE, weights="imagenet")
     message = str(error.value)
     assert "have been published yet" in message
@@ -371,7 +367,7 @@ def test_imagenet_explains_that_nothing_is_published_then_loads_a_cached_file(
 def test_imagenet_error_names_the_mirror_url_that_lacks_the_file(server, monkeypatch):
     monkeypatch.setenv(weights_module.MIRROR_URL_ENV, server.base_url)
 
-    with pytest.raises(weights_module.WeightsNotAvailableError) as error:
+    with pytest.raises(FileNotFoundError) as error:
         zoo.get_weights_file("DyResNet18", "imagenet", include_top=False)
 
     message = str(error.value)
@@ -425,7 +421,7 @@ def test_tf_checkpoint_loads(source, target, images, tmp_path):
 
 
 def test_wrong_num_classes_names_the_first_mismatching_layer(source):
-    with pytest.raises(weights_module.IncompatibleWeightsError) as error:
+    with pytest.raises(ValueError) as error:
         zoo.ReActNet18(input_shape=SHAPE, num_classes=7, weights=source["top"].path)
 
     message = str(error.value)
@@ -440,13 +436,13 @@ def test_another_architecture_names_the_first_mismatching_layer(source, target, 
     # RSign (threshold only): the check stops there, before any weight is assigned
     _randomize(target, seed=3)
     before = [v.numpy() for v in target.weights]
-    with pytest.raises(weights_module.IncompatibleWeightsError) as error:
+    with pytest.raises(ValueError) as error:
         zoo.DyResNet18(input_shape=SHAPE, num_classes=CLASSES, weights=source["top"].path)
     assert "does not fit DyResNet18" in str(error.value)
     assert "layer #2 'stage1_block1_sign'" in str(error.value)
 
     # a no-top file into a full model: the head has no counterpart; nothing was assigned
-    with pytest.raises(weights_module.IncompatibleWeightsError, match="'logits'.*include_top"):
+    with pytest.raises(ValueError, match="'logits'.*include_top"):
         weights_module.load_pretrained(
             target, source["notop"].path, model_name="ReActNet18", include_top=True
         )
@@ -455,7 +451,7 @@ def test_another_architecture_names_the_first_mismatching_layer(source, target, 
 
 
 def test_bad_weights_values_fail_before_the_model_is_built(target, tmp_path):
-    with pytest.raises(weights_module.WeightsFileNotFoundError, match="no such file"):
+    with pytest.raises(FileNotFoundError, match="no such file"):
         zoo.ReActNet18(input_shape=SHAPE, weights=str(tmp_path / "missing.h5"))
     with pytest.raises(ValueError, match=r"no such dataset.*") as error:
         zoo.ReActNet18(input_shape=SHAPE, weights="imagenett")
