@@ -591,6 +591,46 @@ def test_every_checkpoint_format_loads_after_one_check(
         np.testing.assert_array_equal(variable.numpy(), value)
 
 
+def _flip_a_middle_byte(path):
+    data = bytearray(_bytes(path))
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+# format: (the file to damage, how); a bit flip in HDF5 weights without the content hash of
+# publish_weights loads unnoticed (HDF5 keeps no checksum): see the bit-flip test below
+DAMAGED = {
+    "h5 truncated": ("w.h5", _truncate),
+    "weights.h5 truncated": ("m.weights.h5", _truncate),
+    "keras truncated": ("m.keras", _truncate),
+    "keras bit flip": ("m.keras", _flip_a_middle_byte),  # the zip's CRC32
+    "tf truncated": ("ckpt/step.data-00000-of-00001", _truncate),
+    "tf bit flip": ("ckpt/step.data-00000-of-00001", _flip_a_middle_byte),  # CRC32C
+}
+
+
+@pytest.mark.parametrize("case", DAMAGED)
+def test_a_damaged_checkpoint_is_refused_before_any_weight_is_assigned(
+    source, target, tmp_path, case
+):
+    damaged, damage = DAMAGED[case]
+    fmt = next(f for f, (_, name, _) in FORMATS.items() if damaged.startswith(name))
+    save, name, _ = FORMATS[fmt]
+    save(source["model"], tmp_path)
+    damage(tmp_path / damaged)
+    _randomize(target, seed=6)
+    before = [v.numpy() for v in target.weights]
+
+    with pytest.raises(ValueError, match="damaged") as error:
+        weights_module.load_pretrained(
+            target, tmp_path / name, model_name="ReActNet18", include_top=True
+        )
+
+    assert str(tmp_path / name) in str(error.value)
+    for variable, value in zip(target.weights, before):
+        np.testing.assert_array_equal(variable.numpy(), value)
+
+
 def test_a_file_named_against_its_format_is_refused_with_the_fix(source, target, tmp_path):
     # tf-keras picks its reader by the name: a .weights.h5 file named w.h5 would be misread
     source["model"].save_weights(str(tmp_path / "m.weights.h5"))

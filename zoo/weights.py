@@ -623,11 +623,13 @@ def _saving_lib_h5(file, fmt: str) -> _Checkpoint:
 
 
 def _tf_checkpoint(prefix: str, shown: str) -> _Checkpoint:
-    """A TF checkpoint of `save_weights`, positional (`layer_with_weights-N`)."""
-    shapes: dict[int, list[tuple]] = {}
-    for key, shape in tf.train.list_variables(prefix):
+    """A TF checkpoint of `save_weights`, positional (`layer_with_weights-N`); every weight is
+    read once, which checks its CRC32C and notices a truncated data file."""
+    reader, shapes = tf.train.load_checkpoint(prefix), {}
+    for key, shape in reader.get_variable_to_shape_map().items():
         match = re.fullmatch(r"layer_with_weights-(\d+)/.+/\.ATTRIBUTES/VARIABLE_VALUE", key)
         if match and ".OPTIMIZER_SLOT" not in key:
+            reader.get_tensor(key)
             shapes.setdefault(int(match.group(1)), []).append(shape)
     if not shapes:
         raise ValueError(
@@ -655,15 +657,24 @@ def _read_checkpoint(path: str, *, shown: str | None = None) -> _Checkpoint:
         if not os.path.isfile(path):
             return _tf_checkpoint(path, shown)
         if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as archive, archive.open("model.weights.h5") as member:
-                with h5py.File(member, "r") as file:
+            with zipfile.ZipFile(path) as archive:
+                if damaged := archive.testzip():
+                    raise ValueError(f"{shown} is damaged: its {damaged} fails the zip CRC check.")
+                with archive.open("model.weights.h5") as member, h5py.File(member, "r") as file:
                     return _saving_lib_h5(file, "keras")
         if h5py.is_hdf5(path):
             with h5py.File(path, "r") as file:
                 if "layer_names" not in file.attrs and "layers" in file:
                     return _saving_lib_h5(file, "weights.h5")
                 return _keras_h5(file, shown)
-    except (OSError, KeyError, RuntimeError, zipfile.BadZipFile, tf.errors.OpError) as error:
+    except (
+        OSError,
+        KeyError,
+        IndexError,
+        RuntimeError,
+        zipfile.BadZipFile,
+        tf.errors.OpError,
+    ) as error:
         raise ValueError(
             f"{shown} cannot be read as weights (truncated or damaged?): {error}"
         ) from error
@@ -734,10 +745,14 @@ def _check(model, source, *, include_top: bool, model_name: str | None) -> tuple
             _sorted(_shapes(layer)) if fmt in ("tf", "weights.h5", "keras") else _shapes(layer)
         )
         if index >= len(saved) or saved[index][1] is None:
-            lacks = f"no {saved[index][0]!r}" if index < len(saved) else f"{len(saved)} layers"
+            lacks = (
+                f"no {saved[index][0]!r} entry"
+                if index < len(saved)
+                else f"only {len(saved)} layers with weights"
+            )
             raise ValueError(
                 f"{prefix} layer #{index} {layer.name!r} with weights {expected}, which the "
-                f"{kind} lacks (it has {lacks} with weights)"
+                f"{kind} lacks (it has {lacks})"
                 + (": a no-top file? pass include_top=False." if include_top else ".")
             )
         name, found = saved[index]
