@@ -8,7 +8,10 @@ import logging
 import os
 import re
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -252,6 +255,23 @@ def test_mirror_directory_is_read_in_place(source, tmp_path, monkeypatch, variab
     assert _files_in(_cache_dir(tmp_path)) == []  # read in place, not copied
 
 
+def test_a_mirror_directory_holding_another_file_is_named_and_left_alone(
+    source, tmp_path, monkeypatch
+):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    entry = _register("pytest-mirror-wrong", source, url="http://127.0.0.1:9/never-used.h5")
+    (mirror / entry.file_name).write_bytes(_bytes(source["notop"].path))  # another version
+    monkeypatch.setenv(weights_module.MIRROR_DIR_ENV, str(mirror))
+
+    with pytest.raises(ValueError, match="mirror directory.*replace it") as error:
+        zoo.get_weights_file("ReActNet18", "pytest-mirror-wrong")
+
+    assert str(mirror / entry.file_name) in str(error.value)
+    assert _bytes(mirror / entry.file_name) == _bytes(source["notop"].path)  # read-only
+    assert _files_in(_cache_dir(tmp_path)) == []
+
+
 def test_corrupted_download_is_rejected_and_removed(source, server, tmp_path):
     data = bytearray(_bytes(source["top"].path))
     data[len(data) // 2] ^= 0xFF
@@ -339,13 +359,16 @@ def _truncate(path):
     path.write_bytes(data[: len(data) // 2])
 
 
+@pytest.mark.parametrize("hashed", [True, False])
 @pytest.mark.parametrize("damage", [_truncate, _flip_a_logits_weight])
-def test_a_damaged_unhashed_cache_file_is_downloaded_again(
-    source, target, images, server, tmp_path, damage
+def test_a_damaged_cache_file_is_downloaded_again(
+    source, target, images, server, tmp_path, damage, hashed
 ):
+    # without a registered sha256, truncation fails HDF5's end-of-file check and the bit
+    # flip the content hash publish_weights wrote into the file
     name = weights_module.weights_file_name("ReActNet18", "pytest-bad-cache")
     server.files[name] = _bytes(source["top"].path)
-    _register("pytest-bad-cache", source, url=f"{server.base_url}/{name}", hashed=False)
+    _register("pytest-bad-cache", source, url=f"{server.base_url}/{name}", hashed=hashed)
     cache = _cache_dir(tmp_path)
     cache.mkdir()
     shutil.copy(source["top"].path, cache / name)
@@ -446,6 +469,49 @@ def test_a_bit_flipped_published_file_is_refused_where_keras_loads_it_silently(
     for variable, value in zip(target.weights, before):  # nothing was assigned
         np.testing.assert_array_equal(variable.numpy(), value)
     assert _bytes(flipped) != _bytes(source["top"].path)  # the file is the user's: kept
+
+
+_CHILD_DOWNLOAD = """
+import larq_dysign, sys
+from larq_dysign import zoo
+zoo.register_weights("ReActNet18", "pytest-killed", num_classes=10, url=sys.argv[1])
+zoo.get_weights_file("ReActNet18", "pytest-killed")
+"""
+
+
+def test_a_killed_download_leaves_only_a_part_file_which_is_later_removed(
+    source, server, tmp_path
+):
+    name = weights_module.weights_file_name("ReActNet18", "pytest-killed")
+    url = f"{server.base_url}/{name}"
+    server.files[name] = _bytes(source["top"].path)
+    server.stall.add(name)  # the child receives the headers, then waits: kill it there
+    cache = _cache_dir(tmp_path)
+    env = {**os.environ, weights_module.CACHE_DIR_ENV: str(cache)}
+    child = subprocess.Popen([sys.executable, "-c", _CHILD_DOWNLOAD, url], env=env)
+    try:
+        deadline = time.time() + 120
+        while not (server.requests and _files_in(cache)) and time.time() < deadline:
+            time.sleep(0.2)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+
+    # nothing under the final name, only the child's temporary file
+    [part] = _files_in(cache)
+    assert part.startswith(f".{name}.") and part.endswith(".part")
+
+    server.stall.clear()
+    _register("pytest-killed", source, url=url, hashed=False)
+    assert zoo.get_weights_file("ReActNet18", "pytest-killed") == str(cache / name)
+    assert _bytes(cache / name) == server.files[name]
+    assert _files_in(cache) == sorted([name, part])  # another process's download may be live
+
+    a_day_ago = time.time() - weights_module.STALE_PART_SECONDS - 60
+    os.utime(cache / part, (a_day_ago, a_day_ago))
+    os.remove(cache / name)
+    zoo.get_weights_file("ReActNet18", "pytest-killed")
+    assert _files_in(cache) == [name]
 
 
 def test_stale_part_files_of_killed_downloads_are_removed(tmp_path):
@@ -727,6 +793,22 @@ def test_bad_weights_values_fail_before_the_model_is_built(target, tmp_path):
         weights_module.load_pretrained(
             target, "pytest-other-model", model_name="ReActNet18", include_top=True
         )
+
+
+def test_bad_locations_are_named(source, server, tmp_path, monkeypatch):
+    name = weights_module.weights_file_name("ReActNet18", "pytest-locations")
+    server.files[name] = _bytes(source["top"].path)
+    _register("pytest-locations", source, url=f"{server.base_url}/{name}")
+    for variable in (weights_module.MIRROR_DIR_ENV, weights_module.MIRROR_URL_ENV):
+        monkeypatch.setenv(variable, str(tmp_path / "missing"))
+        with pytest.raises(ValueError, match=f"Expected {variable} to be .*'{tmp_path}/missing'"):
+            zoo.get_weights_file("ReActNet18", "pytest-locations")
+        monkeypatch.delenv(variable)
+    (tmp_path / "a-file").write_bytes(b"")
+    monkeypatch.setenv(weights_module.CACHE_DIR_ENV, str(tmp_path / "a-file" / "cache"))
+    with pytest.raises(OSError, match="Cannot create the weights cache.*LARQ_DYSIGN_CACHE_DIR"):
+        zoo.get_weights_file("ReActNet18", "pytest-locations")
+    assert server.requests == []
 
 
 def test_publish_weights_command_prints_the_sha256(tmp_path, capsys):
