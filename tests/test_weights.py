@@ -733,9 +733,9 @@ def test_check_compatible_takes_a_built_model_as_the_source(source, target, seve
     with pytest.raises(ValueError) as error:
         weights_module.check_compatible(seven, source["model"])
     assert str(error.value).startswith(
-        "The model 'ReActNet18' does not fit ReActNet18: first mismatch at layer #72 'logits': "
-        "ReActNet18 has weights of shapes [(128, 7), (7,)], the source model's layer 'logits' "
-        "has [(128, 10), (10,)]."
+        "The source model 'ReActNet18' does not fit ReActNet18: first mismatch at layer #72 "
+        "'logits': ReActNet18 has weights of shapes [(128, 7), (7,)], the source model's layer "
+        "'logits' has [(128, 10), (10,)]."
     )
     with pytest.raises(ValueError, match="layer #72 'logits'.*which ReActNet18 lacks"):
         weights_module.check_compatible(source["notop_model"], source["model"])

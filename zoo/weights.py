@@ -594,9 +594,8 @@ def _keras_h5(file, shown: str) -> _Checkpoint:
         for name in _h5_strings(group, "layer_names")
         if (weights := _h5_strings(group[name], "weight_names"))
     ]
-    if _CONTENT_MARK in file.attrs and (actual := _weights_sha256(group)) != str(
-        recorded := file.attrs[_CONTENT_MARK]
-    ):
+    recorded = file.attrs.get(_CONTENT_MARK)
+    if recorded is not None and (actual := _weights_sha256(group)) != str(recorded):
         raise ValueError(
             f"{shown} was altered after publish_weights wrote it: its weights hash to sha256 "
             f"{actual}, the file records {recorded}. Replace it with an intact copy."
@@ -714,7 +713,7 @@ def _source_layers(model, source) -> tuple[str, str, str, list]:
     file's other entries last)."""
     if isinstance(source, tf.keras.Model):
         layers = [(layer.name, _shapes(layer)) for layer in source.layers if layer.weights]
-        return "model", f"The model {source.name!r}", "", layers
+        return "model", f"The source model {source.name!r}", "", layers
     path = resolve_checkpoint_path(source)
     checkpoint = _read_checkpoint(path)
     fmt, layers = checkpoint.format, checkpoint.layers
