@@ -750,6 +750,31 @@ def test_check_compatible_takes_a_built_model_as_the_source(source, target, seve
         weights_module.check_compatible(dense("logits"), dense("head"))
 
 
+def test_skipping_an_hdf5_head_needs_the_layer_names_that_tf_keras_loads_by(tmp_path):
+    def dense_stack(*names):
+        inputs = tf.keras.Input((4,))
+        x = inputs
+        for name in names:
+            x = tf.keras.layers.Dense(4, name=name)(x)
+        return tf.keras.Model(inputs, x, name="stack")
+
+    full = dense_stack("features", "head")
+    full.save_weights(str(tmp_path / "full.h5"))
+    same, renamed = dense_stack("features"), dense_stack("renamed")
+    _zero(same)
+
+    weights_module.load_pretrained(
+        same, tmp_path / "full.h5", model_name="stack", include_top=False
+    )
+    for loaded, saved in zip(same.weights, full.get_layer("features").weights):
+        np.testing.assert_array_equal(loaded.numpy(), saved.numpy())
+    # by position alone tf-keras would skip 'renamed' silently: refused instead
+    with pytest.raises(ValueError, match="layer #0 'renamed'.*named 'features'.*by name"):
+        weights_module.load_pretrained(
+            renamed, tmp_path / "full.h5", model_name="stack", include_top=False
+        )
+
+
 def test_wrong_num_classes_names_the_first_mismatching_layer(source):
     with pytest.raises(ValueError) as error:
         zoo.ReActNet18(**SMALL, num_classes=7, weights=source["top"].path)
