@@ -66,6 +66,7 @@ import tensorflow as tf
 from ..checks import check_positive_int
 from ..files import atomic_path, write_atomically, write_json
 from ..zoo import saved as zoo_saved
+from ..zoo import weights as zoo_weights
 from . import data as data_module
 from . import distribute
 from .distill import Distiller, load_teacher
@@ -164,45 +165,20 @@ def add_weight_decay(model: tf.keras.Model, weight_decay: float) -> list[tf.Vari
     return weights
 
 
-_UNIQUIFIER = re.compile(r"_\d+$")
-
-
-def _layer_signature(model: tf.keras.Model) -> list[tuple[str, list[tuple]]]:
-    return [
-        (layer.name, [tuple(w.shape) for w in layer.weights])
-        for layer in model.layers
-        if layer.weights
-    ]
-
-
 def transfer_weights(source: tf.keras.Model, target: tf.keras.Model) -> None:
     """Copy every weight of `source` into `target`, layer by layer, after checking they fit.
 
     Details:
-        Layers with weights are paired in order; each pair must have the same name and
-        weight shapes (a trailing `_<n>`, which Keras appends to automatic names when a
-        model is built twice in one session, is ignored). Step 1 -> step 2 of the recipe
-        always fits: the models differ only in their kernel quantizers.
+        The zoo's one compatibility check (`larq_dysign.zoo.weights.check_compatible`, the
+        one every checkpoint load makes): layers with weights are paired in order and must
+        have the same names (ignoring the `_<n>` Keras appends when a model is built twice
+        in a session) and weight shapes. Step 1 -> step 2 of the recipe always fits: the
+        models differ only in their kernel quantizers.
 
     Raises:
-        ValueError: naming the first layer whose name or shapes differ, or the layer count.
+        ValueError: naming the first layer whose name or shapes differ.
     """
-    ours, theirs = _layer_signature(source), _layer_signature(target)
-    if len(ours) != len(theirs):
-        raise ValueError(
-            f"Expected {target.name} to have as many layers with weights as {source.name} "
-            f"({len(ours)}), but it has {len(theirs)}."
-        )
-    for index, ((name, shapes), (target_name, target_shapes)) in enumerate(zip(ours, theirs)):
-        if (
-            _UNIQUIFIER.sub("", name) != _UNIQUIFIER.sub("", target_name)
-            or shapes != target_shapes
-        ):
-            raise ValueError(
-                f"Cannot transfer weights from {source.name} to {target.name}: layer #{index} "
-                f"is {name!r} with shapes {shapes} in the source but {target_name!r} with "
-                f"shapes {target_shapes} in the target."
-            )
+    zoo_weights.check_compatible(target, source)
     source_layers = [layer for layer in source.layers if layer.weights]
     target_layers = [layer for layer in target.layers if layer.weights]
     for source_layer, target_layer in zip(source_layers, target_layers):

@@ -280,7 +280,8 @@ def add_commands(subparsers) -> None:
         help="write a trained model's weights as a registry file and print its sha256",
         description=(
             "Load MODEL (a saved model of `larq-dysign train`), or build the zoo model MODEL "
-            "with the model flags and load CHECKPOINT into it (checked layer by layer); write "
+            "with the model flags and load CHECKPOINT into it (.h5, .weights.h5, .keras or a "
+            "TF checkpoint prefix, checked layer by layer); write "
             "<model>_<dataset>_weights.h5 (and with --notop <model>_<dataset>_weights_notop.h5) "
             "into the output directory; print each file's sha256 and the registry entry to add."
         ),
