@@ -46,6 +46,7 @@ import zipfile
 import h5py
 import tensorflow as tf
 
+from ..files import atomic_path
 from .registry import get_model_constructor, list_models
 
 logger = logging.getLogger(__name__)
@@ -895,17 +896,12 @@ def publish_weights(
     out_dir = os.path.abspath(os.path.expanduser(os.fspath(out_dir)))
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, file_name)
-    part = os.path.join(out_dir, f".{file_name}.{uuid.uuid4().hex}.part")
-    try:
+    with atomic_path(path) as part:
         model.save_weights(part, save_format="h5")
         with h5py.File(part, "a") as file:
             file.attrs.update({_MODEL_MARK: model_name, _DATASET_MARK: dataset})
             file.attrs[_CONTENT_MARK] = _weights_sha256(file)
         digest = sha256_of(part)
-        os.replace(part, path)
-    finally:
-        if os.path.exists(part):
-            os.remove(part)
     url = f"{url_base.rstrip('/')}/{file_name}" if url_base else ""
     entry = WeightsEntry(model_name, dataset, include_top, file_name, digest, url, num_classes)
     return PublishedWeights(path=path, entry=entry)
