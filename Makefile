@@ -27,7 +27,7 @@ data:
 		 (apt-get update -q && apt-get install -y -q dataset-fashion-mnist)) >/dev/null; \
 	else \
 		echo "Fashion-MNIST not in $(FASHION_MNIST_DIR) and apt-get unavailable: downloading through TFDS"; \
-		$(BIN)/python -c "import larq_dysign.data as d; d.download_fashion_mnist()"; \
+		$(BIN)/python -c "import larq_dysign.training.data as d; d.download_fashion_mnist()"; \
 	fi
 
 lint: install
@@ -39,7 +39,7 @@ test: install data lint
 
 # The main job: train a DyResNet18 on Fashion-MNIST, evaluate, export to .tflite, verify, time.
 demo: install data
-	$(BIN)/python -m larq_dysign.demo --out out/demo $(DEMO_ARGS)
+	$(BIN)/python -m larq_dysign.training.demo --out out/demo $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -13,11 +13,12 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10,<3.13",
-    packages=["larq_dysign", "larq_dysign.zoo", "larq_dysign.export"],
-    # DESIGN.md section 3: top-level `zoo`/`export` are never installed as such.
+    packages=["larq_dysign", "larq_dysign.zoo", "larq_dysign.training", "larq_dysign.export"],
+    # docs/design.md "Layout": top-level `zoo`/`training`/`export` are never installed as such.
     package_dir={
         "larq_dysign": "larq_dysign",
         "larq_dysign.zoo": "zoo",
+        "larq_dysign.training": "training",
         "larq_dysign.export": "export",
     },
     package_data={"larq_dysign.zoo": ["*.json"]},
@@ -29,6 +30,8 @@ setup(
         "tensorflow-datasets>=4.9,<5",
         "tensorboard>=2.16,<2.22",  # the training recipe's TensorBoard logs
         "numpy>=1.23,<2",
+        "h5py>=3.6",  # zoo/weights.py reads HDF5 checkpoints
+        "flatbuffers>=23.5",  # export/flatbuffer.py reads LCE custom options
         "tqdm>=4.60",
     ],
     extras_require={

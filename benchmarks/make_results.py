@@ -30,7 +30,7 @@ def end_marker(block: str) -> str:
     return f"<!-- {block}:end -->"
 
 
-#: The zoo table's descriptions and the papers' ImageNet top-1 (DESIGN.md section 8).
+#: The zoo table's descriptions and the papers' ImageNet top-1 (docs/design.md, "Networks").
 ZOO = {
     "ReActNet18": ("ReActNet's Bi-Real ResNet-18 (RSign, RPReLU)", "65.9%"),
     "DyResNet18": ("DyBCNN: ReActNet18 with DySign + DyPReLU", "67.4%"),

@@ -31,7 +31,8 @@ import larq_dysign  # noqa: F401  (Keras 2 before tensorflow)
 import numpy as np
 import tensorflow as tf
 
-from larq_dysign import DySign, data, training
+from larq_dysign import DySign, training
+from larq_dysign.training import data
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_RUN = os.path.join(os.path.dirname(HERE), "out", "accuracy_runs", "DyResNet18_seed0")

@@ -12,11 +12,11 @@ Example:
     ```
 """
 
-from larq_dysign.export.converter import to_tflite, write_atomically
-from larq_dysign.export.coverage import BinaryLayer, Coverage, binary_layers, check_coverage
-from larq_dysign.export.flatbuffer import op_histogram
-from larq_dysign.export.report import TensorInfo, TFLiteReport, inspect_tflite
-from larq_dysign.export.runtime import Latency, Parity, benchmark, verify
+from .converter import to_tflite, write_atomically
+from .coverage import BinaryLayer, Coverage, binary_layers, check_coverage
+from .flatbuffer import op_histogram
+from .report import TensorInfo, TFLiteReport, inspect_tflite
+from .runtime import Latency, Parity, benchmark, verify
 
 __all__ = [
     "BinaryLayer",

@@ -17,7 +17,7 @@ import json
 import os
 import sys
 
-from larq_dysign.cli import parse_input_shape
+from ..cli import parse_input_shape
 
 _ERRORS = (ValueError, OSError)
 
@@ -48,8 +48,8 @@ def _non_negative_int(text: str) -> int:
 
 
 def _export(args) -> int:
-    from larq_dysign import zoo
-    from larq_dysign.export import inspect_tflite, to_tflite
+    from .. import zoo
+    from . import inspect_tflite, to_tflite
 
     try:
         output = os.path.abspath(args.output)
@@ -78,7 +78,7 @@ def _export(args) -> int:
 
 
 def _inspect(args) -> int:
-    from larq_dysign.export import inspect_tflite
+    from . import inspect_tflite
 
     try:
         report = inspect_tflite(args.file)
@@ -89,7 +89,7 @@ def _inspect(args) -> int:
 
 
 def _benchmark(args) -> int:
-    from larq_dysign.export import benchmark
+    from . import benchmark
 
     try:
         latency = benchmark(args.file, threads=args.threads, runs=args.runs, warmup=args.warmup)
@@ -101,7 +101,7 @@ def _benchmark(args) -> int:
 
 def add_commands(subparsers) -> None:
     """Add `export`, `inspect` and `benchmark` to the `larq-dysign` command line."""
-    from larq_dysign.zoo import list_models
+    from ..zoo import list_models
 
     export = subparsers.add_parser(
         "export",

@@ -22,7 +22,7 @@ import tensorflow as tf
 from larq_compute_engine.mlir.python import converter as lce_converter
 from tqdm.auto import tqdm
 
-from larq_dysign.export.coverage import BinaryLayer, binary_layers, check_coverage
+from .coverage import BinaryLayer, binary_layers, check_coverage
 
 TARGETS = ("arm", "xcore")
 INFERENCE_TYPES = (tf.float32, tf.int8)

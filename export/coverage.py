@@ -24,7 +24,7 @@ import os
 import larq as lq
 import tensorflow as tf
 
-from larq_dysign.export import flatbuffer as fbs
+from . import flatbuffer as fbs
 
 _KERNEL_QUANTIZER_ATTRIBUTES = ("kernel_quantizer", "depthwise_quantizer", "pointwise_quantizer")
 #: larq quantizers with 1-bit outputs in {0, 1} or more levels: LCE has no kernel for them.

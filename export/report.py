@@ -15,8 +15,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from larq_dysign.export import flatbuffer as fbs
-from larq_dysign.export.coverage import Coverage, check_coverage
+from . import flatbuffer as fbs
+from .coverage import Coverage, check_coverage
 
 #: Float operators whose weights could have been binary.
 FLOAT_KERNEL_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")

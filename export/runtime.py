@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 from larq_compute_engine.tflite.python.interpreter import Interpreter
 
-from larq_dysign.export import flatbuffer as fbs
+from . import flatbuffer as fbs
 
 #: Relative tolerance (of the largest |output|) under which a sample counts as reproduced.
 CLOSE_RTOL = 1e-3

@@ -15,7 +15,7 @@ import larq_dysign  # noqa: F401  (Keras 2 before anything imports tensorflow)
 COMMAND_MODULES = (
     "larq_dysign.zoo.commands",
     "larq_dysign.export.commands",
-    "larq_dysign.training_commands",
+    "larq_dysign.training.commands",
 )
 
 

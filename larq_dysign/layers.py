@@ -1,4 +1,5 @@
-"""DySign, DyPReLU, their static ReActNet baselines, and a binary linear layer for tokens.
+"""DySign, DyPReLU, their static ReActNet baselines, a binary linear layer for tokens, and the
+weightless attention and positional-embedding layers of the binary CCT.
 
 The maths lives in plain functions (`channel_statistics`, `dynamic_sign`); the layers only
 own weights and call them, as larq's quantizers do.
@@ -13,10 +14,13 @@ __all__ = [
     "BinaryDense",
     "DyPReLU",
     "DySign",
+    "PositionEmbedding",
     "RPReLU",
     "RSign",
+    "ScaledDotProductAttention",
     "channel_statistics",
     "dynamic_sign",
+    "scaled_dot_product_attention",
 ]
 
 ESTIMATORS = ("approx_sign", "ste")
@@ -24,6 +28,8 @@ GRANULARITIES = ("channel", "layer")
 STATISTICS = ("mean", "mean_std")
 MIN_HIDDEN_UNITS = 8
 _STD_EPSILON = 1e-5
+#: CCT initializes its positional embedding with trunc_normal_(std=0.2).
+POSITION_EMBEDDING_STDDEV = 0.2
 
 
 def _check_choice(argument: str, value, allowed: tuple) -> None:
@@ -488,3 +494,131 @@ class BinaryDense(lq.layers.QuantConv2D):
         for key in _FIXED_CONV_ARGUMENTS:
             config.pop(key, None)
         return {**config, "units": self.units}
+
+
+# ---------------------------------------------------------------------------- transformer parts
+
+
+@lq.utils.register_keras_custom_object
+class PositionEmbedding(tf.keras.layers.Layer):
+    """Adds a learnable embedding, one vector per token position: `y = x + E`.
+
+    `E` has the input's shape without the batch axis (`(1, N, D)` for `[B, 1, N, D]`
+    tokens) and starts from a truncated normal of standard deviation `stddev` (CCT: 0.2).
+
+    Example:
+        ```python
+        tokens = PositionEmbedding()(tokens)   # (B, 1, 196, 384) -> same shape
+        ```
+
+    Args:
+        stddev: standard deviation of the truncated-normal initializer.
+        **kwargs: Keras layer arguments.
+    """
+
+    def __init__(self, stddev: float = POSITION_EMBEDDING_STDDEV, **kwargs):
+        self.stddev = float(stddev)
+        super().__init__(**kwargs)
+
+    def build(self, input_shape):
+        shape = tf.TensorShape(input_shape)
+        if not shape[1:].is_fully_defined():
+            raise ValueError(
+                f"PositionEmbedding needs a fully known token shape, but got shape {shape}."
+            )
+        self.embedding = self.add_weight(
+            name="embedding",
+            shape=(1, *shape[1:]),
+            initializer=tf.keras.initializers.TruncatedNormal(stddev=self.stddev),
+        )
+        super().build(input_shape)
+
+    def call(self, inputs):
+        return inputs + self.embedding
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "stddev": self.stddev}
+
+
+def scaled_dot_product_attention(qkv: tf.Tensor, num_heads: int) -> tf.Tensor:
+    """Multi-head attention products of fused projections, in the `[B, 1, N, D]` layout.
+
+    ```
+    Q, K, V = split(qkv, 3)                          # each (B, 1, N, D), heads of D / h
+    head_i  = softmax(Q_i K_i^T / sqrt(D / h)) V_i   # (B, N, D / h)
+    out     = concat_i head_i                        # (B, 1, N, D)
+    ```
+
+    Args:
+        qkv: `(B, 1, N, 3D)`, the queries, keys and values side by side (CCT's fused qkv).
+        num_heads: `h`, dividing `D`.
+
+    Returns:
+        A `(B, 1, N, D)` tensor.
+    """
+    tokens, width = qkv.shape[2], qkv.shape[3]
+    dim = width // 3
+    head_dim = dim // num_heads
+
+    def heads(t):  # (B, 1, N, D) -> (B, h, N, D / h)
+        return tf.transpose(tf.reshape(t, [-1, tokens, num_heads, head_dim]), [0, 2, 1, 3])
+
+    query, key, value = (heads(t) for t in tf.split(qkv, 3, axis=-1))
+    scores = tf.matmul(query * head_dim**-0.5, key, transpose_b=True)
+    attended = tf.matmul(tf.nn.softmax(scores, axis=-1), value)
+    return tf.reshape(tf.transpose(attended, [0, 2, 1, 3]), [-1, 1, tokens, dim])
+
+
+@lq.utils.register_keras_custom_object
+class ScaledDotProductAttention(tf.keras.layers.Layer):
+    """The weightless, float part of multi-head self-attention (`scaled_dot_product_attention`).
+
+    Takes the fused Q/K/V projections `(B, 1, N, 3D)` and returns the merged heads
+    `(B, 1, N, D)`. The projections around it are separate (binary) layers, so a sign layer
+    can sit right before each of them.
+
+    Example:
+        ```python
+        qkv = BinaryDense(3 * 256, input_quantizer=binary_input())(RSign()(tokens))
+        out = ScaledDotProductAttention(num_heads=4)(qkv)
+        ```
+
+    Args:
+        num_heads: number of heads; must divide `D`.
+        **kwargs: Keras layer arguments.
+
+    Raises:
+        ValueError: `num_heads` not a positive integer, or the input width not `3 * h * k`.
+    """
+
+    def __init__(self, num_heads: int, **kwargs):
+        _check_positive_int("num_heads", num_heads)
+        self.num_heads = num_heads
+        super().__init__(**kwargs)
+
+    def build(self, input_shape):
+        shape = tf.TensorShape(input_shape)
+        if shape.rank != 4 or shape[1] != 1 or shape[2] is None or shape[3] is None:
+            raise ValueError(
+                "ScaledDotProductAttention expects fused projections (batch, 1, tokens, 3 * dim), "
+                f"but got shape {shape}."
+            )
+        if shape[3] % (3 * self.num_heads):
+            raise ValueError(
+                f"Expected the input width {shape[3]} to be 3 * num_heads * head_dim with "
+                f"num_heads={self.num_heads}."
+            )
+        super().build(input_shape)
+
+    def call(self, inputs):
+        return scaled_dot_product_attention(inputs, self.num_heads)
+
+    def compute_output_shape(self, input_shape):
+        shape = tf.TensorShape(input_shape)
+        return shape[:-1].concatenate([shape[-1] // 3])
+
+    def get_config(self):
+        return {**super().get_config(), "num_heads": self.num_heads}

@@ -9,7 +9,7 @@ import larq_dysign  # noqa: E402,F401  (binds tf.keras to Keras 2 before tensorf
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from larq_dysign.data import load_fashion_mnist_arrays  # noqa: E402
+from larq_dysign.training.data import load_fashion_mnist_arrays  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

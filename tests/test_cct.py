@@ -14,7 +14,8 @@ from tensorflow.lite.python import schema_py_generated as schema
 
 from larq_dysign import DyPReLU, DySign, RPReLU, zoo
 from larq_dysign.export import binary_layers, op_histogram
-from larq_dysign.zoo.cct import VARIANTS, scaled_dot_product_attention
+from larq_dysign.layers import scaled_dot_product_attention
+from larq_dysign.zoo.cct import VARIANTS
 
 # The CCT paper's parameter counts (Table 1 / 2): CCT-14/7x2 on ImageNet, CCT-7/3x1 on CIFAR.
 PAPER_PARAMS = {"14/7x2": 22.4e6, "7/3x1": 3.76e6}

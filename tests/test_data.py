@@ -7,7 +7,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from larq_dysign import data, zoo
+from larq_dysign import zoo
+from larq_dysign.training import data
 
 
 def test_normalize_maps_byte_range_to_minus_one_one():

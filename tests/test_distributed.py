@@ -14,7 +14,8 @@ import pytest
 import tensorflow as tf
 from test_training import subprocess_env, write_tiny_module
 
-from larq_dysign import distribute, training
+from larq_dysign import training
+from larq_dysign.training import distribute
 
 MIRRORED_SCRIPT = r"""
 import json
@@ -24,7 +25,8 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
-from larq_dysign import data, training
+from larq_dysign import training
+from larq_dysign.training import data
 from tinymodels import tiny_bnn
 
 images, labels = data.load_fashion_mnist_arrays("train")

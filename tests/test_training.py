@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from larq_dysign import cli, data, training, zoo
-from larq_dysign.distill import Distiller, distillation_loss
+from larq_dysign import cli, training, zoo
+from larq_dysign.training import data
+from larq_dysign.training.distill import Distiller, distillation_loss
 
 
 def tiny_bnn(*, input_shape, num_classes, binary_weights=True, batch_norm=True):

@@ -14,7 +14,7 @@ from larq_dysign.zoo.registry import model_family
 MODELS = zoo.list_models()
 DY_BASELINES = {"DyResNet18": "ReActNet18", "DyMobileNet": "ReActNetA", "DyBinaryCCT": "BinaryCCT"}
 
-# Reference counts at 224x224x3 / 1000 classes (DESIGN.md sections 5 and 8).
+# Reference counts at 224x224x3 / 1000 classes (docs/design.md, "Networks").
 REFERENCE_MACS = {  # family: (binary MACs, float MACs, binary weights or None)
     "resnet": (1.68e9, 1.39e8, None),
     "mobilenet": (4.82e9, 1.2e7, 28.3e6),

@@ -9,12 +9,12 @@ Example:
     ```
 """
 
-from larq_dysign.zoo.cct import BinaryCCT, DyBinaryCCT
-from larq_dysign.zoo.imagenet import decode_predictions, preprocess_input
-from larq_dysign.zoo.mobilenet import DyMobileNet, ReActNetA
-from larq_dysign.zoo.registry import get_model, get_model_constructor, list_models
-from larq_dysign.zoo.resnet import DyResNet18, ReActNet18
-from larq_dysign.zoo.weights import get_weights_file, publish_weights, register_weights
+from .cct import BinaryCCT, DyBinaryCCT
+from .imagenet import decode_predictions, normalize, preprocess_input
+from .mobilenet import DyMobileNet, ReActNetA
+from .registry import get_model, get_model_constructor, list_models
+from .resnet import DyResNet18, ReActNet18
+from .weights import get_weights_file, publish_weights, register_weights
 
 __all__ = [
     "BinaryCCT",
@@ -28,6 +28,7 @@ __all__ = [
     "get_model_constructor",
     "get_weights_file",
     "list_models",
+    "normalize",
     "preprocess_input",
     "publish_weights",
     "register_weights",

@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 
-import larq as lq
 import tensorflow as tf
 
-from larq_dysign.layers import BinaryDense
-from larq_dysign.zoo import common
-from larq_dysign.zoo.registry import register_model
+from ..layers import BinaryDense, PositionEmbedding, ScaledDotProductAttention
+from . import common
+from .registry import register_model
 
 MLP_ACTIVATIONS = ("prelu", "gelu")
 #: CCT uses PyTorch's LayerNorm default.
 LAYER_NORM_EPSILON = 1e-5
-#: CCT initializes its positional embedding with trunc_normal_(std=0.2).
-POSITION_EMBEDDING_STDDEV = 0.2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,134 +70,6 @@ VARIANTS = {
 }
 
 
-@lq.utils.register_keras_custom_object
-class PositionEmbedding(tf.keras.layers.Layer):
-    """Adds a learnable embedding, one vector per token position: `y = x + E`.
-
-    `E` has the input's shape without the batch axis (`(1, N, D)` for `[B, 1, N, D]`
-    tokens) and starts from a truncated normal of standard deviation `stddev` (CCT: 0.2).
-
-    Example:
-        ```python
-        tokens = PositionEmbedding()(tokens)   # (B, 1, 196, 384) -> same shape
-        ```
-
-    Args:
-        stddev: standard deviation of the truncated-normal initializer.
-        **kwargs: Keras layer arguments.
-    """
-
-    def __init__(self, stddev: float = POSITION_EMBEDDING_STDDEV, **kwargs):
-        self.stddev = float(stddev)
-        super().__init__(**kwargs)
-
-    def build(self, input_shape):
-        shape = tf.TensorShape(input_shape)
-        if not shape[1:].is_fully_defined():
-            raise ValueError(
-                f"PositionEmbedding needs a fully known token shape, but got shape {shape}."
-            )
-        self.embedding = self.add_weight(
-            name="embedding",
-            shape=(1, *shape[1:]),
-            initializer=tf.keras.initializers.TruncatedNormal(stddev=self.stddev),
-        )
-        super().build(input_shape)
-
-    def call(self, inputs):
-        return inputs + self.embedding
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        return {**super().get_config(), "stddev": self.stddev}
-
-
-def scaled_dot_product_attention(qkv: tf.Tensor, num_heads: int) -> tf.Tensor:
-    """Multi-head attention products of fused projections, in the `[B, 1, N, D]` layout.
-
-    ```
-    Q, K, V = split(qkv, 3)                          # each (B, 1, N, D), heads of D / h
-    head_i  = softmax(Q_i K_i^T / sqrt(D / h)) V_i   # (B, N, D / h)
-    out     = concat_i head_i                        # (B, 1, N, D)
-    ```
-
-    Args:
-        qkv: `(B, 1, N, 3D)`, the queries, keys and values side by side (CCT's fused qkv).
-        num_heads: `h`, dividing `D`.
-
-    Returns:
-        A `(B, 1, N, D)` tensor.
-    """
-    tokens, width = qkv.shape[2], qkv.shape[3]
-    dim = width // 3
-    head_dim = dim // num_heads
-
-    def heads(t):  # (B, 1, N, D) -> (B, h, N, D / h)
-        return tf.transpose(tf.reshape(t, [-1, tokens, num_heads, head_dim]), [0, 2, 1, 3])
-
-    query, key, value = (heads(t) for t in tf.split(qkv, 3, axis=-1))
-    scores = tf.matmul(query * head_dim**-0.5, key, transpose_b=True)
-    attended = tf.matmul(tf.nn.softmax(scores, axis=-1), value)
-    return tf.reshape(tf.transpose(attended, [0, 2, 1, 3]), [-1, 1, tokens, dim])
-
-
-@lq.utils.register_keras_custom_object
-class ScaledDotProductAttention(tf.keras.layers.Layer):
-    """The weightless, float part of multi-head self-attention (`scaled_dot_product_attention`).
-
-    Takes the fused Q/K/V projections `(B, 1, N, 3D)` and returns the merged heads
-    `(B, 1, N, D)`. The projections around it are separate (binary) layers, so a sign layer
-    can sit right before each of them.
-
-    Example:
-        ```python
-        qkv = BinaryDense(3 * 256, input_quantizer=binary_input())(RSign()(tokens))
-        out = ScaledDotProductAttention(num_heads=4)(qkv)
-        ```
-
-    Args:
-        num_heads: number of heads; must divide `D`.
-        **kwargs: Keras layer arguments.
-
-    Raises:
-        ValueError: `num_heads` not a positive integer, or the input width not `3 * h * k`.
-    """
-
-    def __init__(self, num_heads: int, **kwargs):
-        if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1:
-            raise ValueError(
-                f"Expected num_heads to be a positive integer, but got {num_heads!r}."
-            )
-        self.num_heads = num_heads
-        super().__init__(**kwargs)
-
-    def build(self, input_shape):
-        shape = tf.TensorShape(input_shape)
-        if shape.rank != 4 or shape[1] != 1 or shape[2] is None or shape[3] is None:
-            raise ValueError(
-                "ScaledDotProductAttention expects fused projections (batch, 1, tokens, 3 * dim), "
-                f"but got shape {shape}."
-            )
-        if shape[3] % (3 * self.num_heads):
-            raise ValueError(
-                f"Expected the input width {shape[3]} to be 3 * num_heads * head_dim with "
-                f"num_heads={self.num_heads}."
-            )
-        super().build(input_shape)
-
-    def call(self, inputs):
-        return scaled_dot_product_attention(inputs, self.num_heads)
-
-    def compute_output_shape(self, input_shape):
-        shape = tf.TensorShape(input_shape)
-        return shape[:-1].concatenate([shape[-1] // 3])
-
-    def get_config(self):
-        return {**super().get_config(), "num_heads": self.num_heads}
-
-
 def resolve_variant(variant: str | None, inputs: tf.Tensor) -> str:
     """None -> "7/3x1" when height or width is below `common.SMALL_INPUT_LIMIT` (112 px),
     else "14/7x2"; a variant name is returned unchanged."""
@@ -248,7 +117,7 @@ def _binary_dense(units: int, *, use_bias: bool, binary_weights: bool, name: str
     )
 
 
-def _tokenizer(x: tf.Tensor, config: CCTVariant, options: dict) -> tf.Tensor:
+def _tokenizer(x: tf.Tensor, config: CCTVariant, options: common.BlockOptions) -> tf.Tensor:
     """Convs (first FP, the others binary), each + ReLU + max-pool 3x3/2 -> `[B, 1, N, D]`."""
     widths = [config.tokenizer_width] * (config.tokenizer_convs - 1) + [config.dim]
     for index, filters in enumerate(widths, start=1):
@@ -267,18 +136,9 @@ def _tokenizer(x: tf.Tensor, config: CCTVariant, options: dict) -> tf.Tensor:
             # ReLU + max-pool leave x >= 0, where a sign with its threshold at 0 would output
             # only +1: a BatchNorm centres the activations first (CCT has none here).
             x = common.batch_norm(f"{name}_bn")(x)
-            x = common.binarize(
-                x,
-                dysign=options["dysign"],
-                dysign_options=options["dysign_options"],
-                name=f"{name}_sign",
-            )
-            x = common.binary_conv2d(
-                filters,
-                config.kernel_size,
-                strides=config.tokenizer_strides,
-                binary_weights=options["binary_weights"],
-                name=f"{name}_conv",
+            x = options.sign(x, f"{name}_sign")
+            x = options.binary_conv2d(
+                filters, config.kernel_size, strides=config.tokenizer_strides, name=f"{name}_conv"
             )(x)
         x = tf.keras.layers.ReLU(name=f"{name}_relu")(x)
         x = tf.keras.layers.MaxPool2D(3, strides=2, padding="same", name=f"{name}_pool")(x)
@@ -291,7 +151,14 @@ def _tokenizer(x: tf.Tensor, config: CCTVariant, options: dict) -> tf.Tensor:
     return tf.keras.layers.Reshape((1, height * width, config.dim), name="tokens")(x)
 
 
-def _encoder_layer(x: tf.Tensor, config: CCTVariant, *, name: str, options: dict) -> tf.Tensor:
+def _encoder_layer(
+    x: tf.Tensor,
+    config: CCTVariant,
+    *,
+    name: str,
+    options: common.BlockOptions,
+    mlp_activation: str,
+) -> tf.Tensor:
     """`x = x + MHSA(LN(x)); x = LN(x); x = x + MLP(x)` with binary linears.
 
     MHSA: `Proj(Attention(QKV(Sign(.)))` with `Proj` fed by its own sign; MLP:
@@ -300,18 +167,13 @@ def _encoder_layer(x: tf.Tensor, config: CCTVariant, *, name: str, options: dict
     """
 
     def sign(t, suffix):
-        return common.binarize(
-            t,
-            dysign=options["dysign"],
-            dysign_options=options["dysign_options"],
-            name=f"{name}_{suffix}",
-        )
+        return options.sign(t, f"{name}_{suffix}")
 
     def linear(t, units, suffix, use_bias=True):
         return _binary_dense(
             units,
             use_bias=use_bias,
-            binary_weights=options["binary_weights"],
+            binary_weights=options.binary_weights,
             name=f"{name}_{suffix}",
         )(t)
 
@@ -324,15 +186,10 @@ def _encoder_layer(x: tf.Tensor, config: CCTVariant, *, name: str, options: dict
     x = norm(epsilon=LAYER_NORM_EPSILON, name=f"{name}_norm")(x)
 
     h = linear(sign(x, "fc1_sign"), config.mlp_units, "fc1")
-    if options["mlp_activation"] == "gelu":
+    if mlp_activation == "gelu":
         h = tf.keras.layers.Activation("gelu", name=f"{name}_mlp_activation")(h)
     else:
-        h = common.activation(
-            h,
-            dyprelu=options["dyprelu"],
-            dyprelu_options=options["dyprelu_options"],
-            name=f"{name}_mlp_activation",
-        )
+        h = options.activation(h, f"{name}_mlp_activation")
     h = linear(sign(h, "fc2_sign"), config.dim, "fc2")
     return tf.keras.layers.add([x, h], name=f"{name}_mlp_add")
 
@@ -359,7 +216,8 @@ def _cct(
     variant: str | None,
     num_layers: int | None,
     width_multiplier: float,
-    **options,
+    mlp_activation: str,
+    options: common.BlockOptions,
 ) -> tf.keras.Model:
     common.check_common_arguments(
         input_shape=input_shape,
@@ -371,8 +229,8 @@ def _cct(
     _check_cct_arguments(
         variant=variant,
         num_layers=num_layers,
-        mlp_activation=options["mlp_activation"],
-        dyprelu=options["dyprelu"],
+        mlp_activation=mlp_activation,
+        dyprelu=options.dyprelu,
     )
     inputs = common.model_inputs(input_shape, input_tensor)
     config = VARIANTS[resolve_variant(variant, inputs)]
@@ -389,7 +247,9 @@ def _cct(
     x = _tokenizer(inputs, config, options)
     x = PositionEmbedding(name="position_embedding")(x)
     for index in range(1, config.num_layers + 1):
-        x = _encoder_layer(x, config, name=f"layer{index}", options=options)
+        x = _encoder_layer(
+            x, config, name=f"layer{index}", options=options, mlp_activation=mlp_activation
+        )
     x = tf.keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name="final_norm")(x)
     x = _sequence_pool(x)
 
@@ -509,12 +369,8 @@ def BinaryCCT(
         variant=variant,
         num_layers=num_layers,
         width_multiplier=width_multiplier,
-        binary_weights=binary_weights,
         mlp_activation=mlp_activation,
-        dysign=False,
-        dyprelu=False,
-        dysign_options=None,
-        dyprelu_options=None,
+        options=common.BlockOptions(binary_weights=binary_weights),
     )
 
 
@@ -589,10 +445,12 @@ def DyBinaryCCT(
         variant=variant,
         num_layers=num_layers,
         width_multiplier=width_multiplier,
-        binary_weights=binary_weights,
         mlp_activation=mlp_activation,
-        dysign=dysign,
-        dyprelu=dyprelu,
-        dysign_options=dysign_options,
-        dyprelu_options=dyprelu_options,
+        options=common.BlockOptions(
+            binary_weights=binary_weights,
+            dysign=dysign,
+            dyprelu=dyprelu,
+            dysign_options=dysign_options,
+            dyprelu_options=dyprelu_options,
+        ),
     )

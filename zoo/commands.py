@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from larq_dysign.cli import parse_input_shape
-from larq_dysign.zoo import weights as weights_module
-from larq_dysign.zoo.registry import get_model_constructor, list_models, model_family
+from ..cli import parse_input_shape
+from . import weights as weights_module
+from .registry import get_model_constructor, list_models, model_family
 
 
 def _models(args) -> int:

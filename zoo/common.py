@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import larq as lq
 import tensorflow as tf
 
-from larq_dysign.layers import DyPReLU, DySign, RPReLU, RSign
-from larq_dysign.zoo import weights as weights_module
+from ..layers import DyPReLU, DySign, RPReLU, RSign
+from . import weights as weights_module
 
 DEFAULT_INPUT_SHAPE = (224, 224, 3)
 STEMS = ("auto", "imagenet", "small")
@@ -127,20 +129,49 @@ def binary_conv2d(
     )
 
 
-def binarize(x: tf.Tensor, *, dysign: bool, dysign_options: dict | None, name: str) -> tf.Tensor:
-    """DySign (dynamic thresholds) or RSign (ReActNet's static ones)."""
-    if dysign:
-        return DySign(**(dysign_options or {}), name=name)(x)
-    return RSign(name=name)(x)
+@dataclasses.dataclass(frozen=True)
+class BlockOptions:
+    """What every block builder needs beyond shapes: the kind of thresholds and activations,
+    and whether the binary convs have binary weights. One frozen object per model, passed
+    to every block, so that a new option is added in one place.
 
+    Attributes:
+        binary_weights: False keeps binary layers' weights real (step 1 of two-step training).
+        dysign: DySign (dynamic thresholds) instead of RSign.
+        dyprelu: DyPReLU (dynamic shifts) instead of RPReLU.
+        dysign_options: keyword arguments of every `DySign`.
+        dyprelu_options: keyword arguments of every `DyPReLU`.
+    """
 
-def activation(
-    x: tf.Tensor, *, dyprelu: bool, dyprelu_options: dict | None, name: str
-) -> tf.Tensor:
-    """DyPReLU (dynamic shifts) or RPReLU (ReActNet's static ones)."""
-    if dyprelu:
-        return DyPReLU(**(dyprelu_options or {}), name=name)(x)
-    return RPReLU(name=name)(x)
+    binary_weights: bool = True
+    dysign: bool = False
+    dyprelu: bool = False
+    dysign_options: dict | None = None
+    dyprelu_options: dict | None = None
+
+    def sign(self, x: tf.Tensor, name: str) -> tf.Tensor:
+        """DySign (dynamic thresholds) or RSign (ReActNet's static ones)."""
+        if self.dysign:
+            return DySign(**(self.dysign_options or {}), name=name)(x)
+        return RSign(name=name)(x)
+
+    def activation(self, x: tf.Tensor, name: str) -> tf.Tensor:
+        """DyPReLU (dynamic shifts) or RPReLU (ReActNet's static ones)."""
+        if self.dyprelu:
+            return DyPReLU(**(self.dyprelu_options or {}), name=name)(x)
+        return RPReLU(name=name)(x)
+
+    def binary_conv2d(
+        self, filters: int, kernel_size: int, *, strides: int = 1, name: str
+    ) -> lq.layers.QuantConv2D:
+        """`binary_conv2d` with this model's `binary_weights`."""
+        return binary_conv2d(
+            filters,
+            kernel_size,
+            strides=strides,
+            binary_weights=self.binary_weights,
+            name=name,
+        )
 
 
 def batch_norm(name: str) -> tf.keras.layers.BatchNormalization:

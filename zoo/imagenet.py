@@ -7,16 +7,36 @@ import json
 import os
 
 import numpy as np
-
-from larq_dysign.data import normalize
+import tensorflow as tf
 
 CLASS_INDEX_PATH = os.path.join(os.path.dirname(__file__), "imagenet_class_index.json")
+
+
+def normalize(images) -> tf.Tensor:
+    """Scale images from [0, 255] to [-1, 1]: `images / 127.5 - 1` (larq-zoo's convention).
+
+    The one normalization of the package: every pipeline here applies it, and
+    `zoo.preprocess_input` does the same to user images, so models trained here and images
+    prepared for inference agree.
+
+    Example:
+        ```python
+        normalize(tf.constant([0, 127.5, 255]))   # [-1., 0., 1.]
+        ```
+
+    Args:
+        images: uint8 or float values in [0, 255], any shape.
+
+    Returns:
+        A float32 tensor of the same shape, values in [-1, 1].
+    """
+    return tf.cast(images, tf.float32) / 127.5 - 1.0
 
 
 def preprocess_input(x):
     """Scale images from [0, 255] to [-1, 1] (`x / 127.5 - 1`), as larq-zoo's models expect.
 
-    The same function as `larq_dysign.data.normalize`, which every data pipeline applies.
+    The same function as `normalize`, which every data pipeline applies.
 
     Example:
         ```python

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from larq_dysign.zoo import common
-from larq_dysign.zoo.registry import register_model
+from . import common
+from .registry import register_model
 
 WIDTHS = (32, 64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024)
 
 
-def _block(x, out_channels: int, strides: int, *, name: str, options: dict):
+def _block(x, out_channels: int, strides: int, *, name: str, options: common.BlockOptions):
     """One ReActNet-A block: a binary 3x3 conv and a binary 1x1 conv, each with a shortcut.
 
     ```
@@ -27,39 +27,21 @@ def _block(x, out_channels: int, strides: int, *, name: str, options: dict):
             f"ReActNet-A blocks keep or double the width; got {in_channels} -> {out_channels}."
         )
 
-    def sign(t, suffix):
-        return common.binarize(
-            t,
-            dysign=options["dysign"],
-            dysign_options=options["dysign_options"],
-            name=f"{name}_{suffix}",
-        )
-
-    def prelu(t, suffix):
-        return common.activation(
-            t,
-            dyprelu=options["dyprelu"],
-            dyprelu_options=options["dyprelu_options"],
-            name=f"{name}_{suffix}",
-        )
-
     def conv_bn(t, filters, kernel_size, strides_, suffix):
-        t = common.binary_conv2d(
-            filters,
-            kernel_size,
-            strides=strides_,
-            binary_weights=options["binary_weights"],
-            name=f"{name}_{suffix}",
-        )(t)
+        t = options.binary_conv2d(filters, kernel_size, strides=strides_, name=f"{name}_{suffix}")(
+            t
+        )
         return common.batch_norm(f"{name}_{suffix}_bn")(t)
 
     shortcut = x
     if strides == 2:
         shortcut = tf.keras.layers.AveragePooling2D(2, padding="same", name=f"{name}_pool")(x)
-    h = conv_bn(sign(x, "sign_3x3"), in_channels, 3, strides, "conv_3x3")
-    h = prelu(tf.keras.layers.add([h, shortcut], name=f"{name}_add_3x3"), "prelu_3x3")
+    h = conv_bn(options.sign(x, f"{name}_sign_3x3"), in_channels, 3, strides, "conv_3x3")
+    h = options.activation(
+        tf.keras.layers.add([h, shortcut], name=f"{name}_add_3x3"), f"{name}_prelu_3x3"
+    )
 
-    a = sign(h, "sign_1x1")
+    a = options.sign(h, f"{name}_sign_1x1")
     if out_channels == in_channels:
         o = tf.keras.layers.add(
             [conv_bn(a, in_channels, 1, 1, "conv_1x1"), h], name=f"{name}_add_1x1"
@@ -73,7 +55,7 @@ def _block(x, out_channels: int, strides: int, *, name: str, options: dict):
             for part in ("a", "b")
         ]
         o = tf.keras.layers.concatenate(halves, name=f"{name}_concat")
-    return prelu(o, "prelu_1x1")
+    return options.activation(o, f"{name}_prelu_1x1")
 
 
 def _reactnet_a(
@@ -86,7 +68,7 @@ def _reactnet_a(
     num_classes: int,
     stem: str,
     width_multiplier: float,
-    **options,
+    options: common.BlockOptions,
 ) -> tf.keras.Model:
     common.check_common_arguments(
         input_shape=input_shape,
@@ -175,11 +157,7 @@ def ReActNetA(
         num_classes=num_classes,
         stem=stem,
         width_multiplier=width_multiplier,
-        binary_weights=binary_weights,
-        dysign=False,
-        dyprelu=False,
-        dysign_options=None,
-        dyprelu_options=None,
+        options=common.BlockOptions(binary_weights=binary_weights),
     )
 
 
@@ -234,9 +212,11 @@ def DyMobileNet(
         num_classes=num_classes,
         stem=stem,
         width_multiplier=width_multiplier,
-        binary_weights=binary_weights,
-        dysign=dysign,
-        dyprelu=dyprelu,
-        dysign_options=dysign_options,
-        dyprelu_options=dyprelu_options,
+        options=common.BlockOptions(
+            binary_weights=binary_weights,
+            dysign=dysign,
+            dyprelu=dyprelu,
+            dysign_options=dysign_options,
+            dyprelu_options=dyprelu_options,
+        ),
     )

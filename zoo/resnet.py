@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from larq_dysign.zoo import common
-from larq_dysign.zoo.registry import register_model
+from . import common
+from .registry import register_model
 
 STAGE_WIDTHS = (64, 128, 256, 512)
 BLOCKS_PER_STAGE = 4
 
 
-def _basic_block(
-    x, filters: int, strides: int, *, name: str, dysign, dyprelu, binary_weights, options
-):
+def _basic_block(x, filters: int, strides: int, *, name: str, options: common.BlockOptions):
     """`out = PReLU(BN(BinConv3x3(Sign(x))) + shortcut)`; the shortcut is `x`, or
     AvgPool2 -> FP conv1x1 -> BN when the block downsamples or widens."""
-    h = common.binarize(x, dysign=dysign, dysign_options=options["dysign"], name=f"{name}_sign")
-    h = common.binary_conv2d(
-        filters, 3, strides=strides, binary_weights=binary_weights, name=f"{name}_conv"
-    )(h)
+    h = options.sign(x, f"{name}_sign")
+    h = options.binary_conv2d(filters, 3, strides=strides, name=f"{name}_conv")(h)
     h = common.batch_norm(f"{name}_bn")(h)
     shortcut = x
     if strides != 1 or x.shape[-1] != filters:
@@ -32,26 +28,20 @@ def _basic_block(
         )(shortcut)
         shortcut = common.batch_norm(f"{name}_shortcut_bn")(shortcut)
     h = tf.keras.layers.add([h, shortcut], name=f"{name}_add")
-    return common.activation(
-        h, dyprelu=dyprelu, dyprelu_options=options["dyprelu"], name=f"{name}_prelu"
-    )
+    return options.activation(h, f"{name}_prelu")
 
 
 def _resnet18(
     *,
     name: str,
-    dysign: bool,
-    dyprelu: bool,
+    options: common.BlockOptions,
     input_shape,
     input_tensor,
     weights,
     include_top: bool,
     num_classes: int,
-    binary_weights: bool,
     stem: str,
     width_multiplier: float,
-    dysign_options: dict | None,
-    dyprelu_options: dict | None,
 ) -> tf.keras.Model:
     common.check_common_arguments(
         input_shape=input_shape,
@@ -76,7 +66,6 @@ def _resnet18(
         )
         x = common.batch_norm("stem_bn")(x)
 
-    options = {"dysign": dysign_options, "dyprelu": dyprelu_options}
     for stage, filters in enumerate(widths, start=1):
         for block in range(1, BLOCKS_PER_STAGE + 1):
             strides = 2 if stage > 1 and block == 1 else 1
@@ -85,9 +74,6 @@ def _resnet18(
                 filters,
                 strides,
                 name=f"stage{stage}_block{block}",
-                dysign=dysign,
-                dyprelu=dyprelu,
-                binary_weights=binary_weights,
                 options=options,
             )
 
@@ -152,18 +138,14 @@ def ReActNet18(
     """
     return _resnet18(
         name="ReActNet18",
-        dysign=False,
-        dyprelu=False,
+        options=common.BlockOptions(binary_weights=binary_weights),
         input_shape=input_shape,
         input_tensor=input_tensor,
         weights=weights,
         include_top=include_top,
         num_classes=num_classes,
-        binary_weights=binary_weights,
         stem=stem,
         width_multiplier=width_multiplier,
-        dysign_options=None,
-        dyprelu_options=None,
     )
 
 
@@ -214,16 +196,18 @@ def DyResNet18(
     """
     return _resnet18(
         name="DyResNet18",
-        dysign=dysign,
-        dyprelu=dyprelu,
+        options=common.BlockOptions(
+            binary_weights=binary_weights,
+            dysign=dysign,
+            dyprelu=dyprelu,
+            dysign_options=dysign_options,
+            dyprelu_options=dyprelu_options,
+        ),
         input_shape=input_shape,
         input_tensor=input_tensor,
         weights=weights,
         include_top=include_top,
         num_classes=num_classes,
-        binary_weights=binary_weights,
         stem=stem,
         width_multiplier=width_multiplier,
-        dysign_options=dysign_options,
-        dyprelu_options=dyprelu_options,
     )

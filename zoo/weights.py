@@ -64,7 +64,7 @@ import h5py
 import numpy as np
 import tensorflow as tf
 
-from larq_dysign.zoo.registry import get_model_constructor, list_models
+from .registry import get_model_constructor, list_models
 
 logger = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from larq_dysign import data, distribute
-from larq_dysign.cli import parse_input_shape
+from ..cli import parse_input_shape
+from . import data, distribute
 
 
 def _model_kwargs(args) -> dict:
@@ -52,7 +52,7 @@ def _data_kwargs(args, *, train: bool) -> dict:
 
 
 def _train(args) -> int:
-    from larq_dysign import training  # TensorFlow is imported only when a command runs
+    from . import recipe as training  # TensorFlow is imported only when a command runs
 
     # MultiWorkerMirroredStrategy must exist before TensorFlow runs any op.
     strategy = distribute.make_strategy(args.strategy, tpu=args.tpu)
@@ -86,7 +86,7 @@ def _train(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from larq_dysign import training
+    from . import recipe as training
 
     strategy = distribute.make_strategy(args.strategy, tpu=args.tpu)
     results = training.evaluate(

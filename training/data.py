@@ -13,7 +13,7 @@ Augmentation follows the papers' recipes:
 
 Example:
     ```python
-    from larq_dysign import data
+    from larq_dysign.training import data
     pipelines = data.load("fashion_mnist", batch_size=128)
     model.fit(pipelines.train, validation_data=pipelines.eval, epochs=3)
     data.dataset_info("imagenet2012").input_shape   # (224, 224, 3)
@@ -31,6 +31,8 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
+from ..zoo.imagenet import normalize
+
 AUTOTUNE = tf.data.AUTOTUNE
 FASHION_MNIST_DIRS = (
     "/usr/share/datasets/fashion-mnist",  # Debian's dataset-fashion-mnist
@@ -44,30 +46,6 @@ _IDX_FILES = {
 IMAGENET_SIZE = 224
 EVAL_RESIZE = 256
 SMALL_PADDING = 4
-
-
-# ---------------------------------------------------------------------------- normalization
-
-
-def normalize(images) -> tf.Tensor:
-    """Scale images from [0, 255] to [-1, 1]: `images / 127.5 - 1` (larq-zoo's convention).
-
-    The one normalization of the package: every pipeline here applies it, and
-    `zoo.preprocess_input` does the same to user images, so models trained here and images
-    prepared for inference agree.
-
-    Example:
-        ```python
-        normalize(tf.constant([0, 127.5, 255]))   # [-1., 0., 1.]
-        ```
-
-    Args:
-        images: uint8 or float values in [0, 255], any shape.
-
-    Returns:
-        A float32 tensor of the same shape, values in [-1, 1].
-    """
-    return tf.cast(images, tf.float32) / 127.5 - 1.0
 
 
 # ---------------------------------------------------------------------------- dataset facts
@@ -587,8 +565,9 @@ def load_fashion_mnist_arrays(
         looked = ", ".join(_fashion_mnist_candidates(directory))
         raise FileNotFoundError(
             f"Fashion-MNIST IDX files not found (looked in: {looked}). Install Debian's "
-            "`dataset-fashion-mnist` package, run `larq_dysign.data.download_fashion_mnist()`, "
-            "or pass the directory holding train-images-idx3-ubyte.gz and the three other files."
+            "`dataset-fashion-mnist` package, run "
+            "`larq_dysign.training.data.download_fashion_mnist()`, or pass the directory "
+            "holding train-images-idx3-ubyte.gz and the three other files."
         )
     images_name, labels_name = _IDX_FILES[split]
     images = read_idx(os.path.join(found, images_name))[..., None]

@@ -1,6 +1,6 @@
 """ReActNet's two-step training recipe, with checkpoints that survive a kill, and scale-out.
 
-The recipe (ReActNet, DESIGN.md section 7):
+The recipe (ReActNet; docs/design.md, "Training recipe"):
 
 | step | activations | weights | weight decay | initialized from |
 | --- | --- | --- | --- | --- |
@@ -9,7 +9,7 @@ The recipe (ReActNet, DESIGN.md section 7):
 
 Both steps: Adam (lr 5e-4 by default, ReActNet's at batch 256), the learning rate decaying
 linearly to 0 over the step's `epochs x steps_per_epoch` updates (`linear_decay`), and
-optionally distillation from a full-precision teacher (`larq_dysign.distill.Distiller`).
+optionally distillation from a full-precision teacher (`larq_dysign.training.Distiller`).
 Step 2 reuses step 1's weights: the two models differ only in their kernel quantizers, so
 their layers have the same names and weight shapes (`transfer_weights` checks it).
 
@@ -25,7 +25,7 @@ Decisions:
       global batch grows a lot).
     - Batch: `batch_size` is per replica; the pipelines are batched with the global batch
       `batch_size x strategy.num_replicas_in_sync`.
-    - Inputs: images normalized to [-1, 1] by `larq_dysign.data.normalize`.
+    - Inputs: images normalized to [-1, 1] by `larq_dysign.zoo.normalize`.
 
 Each step writes, under `out_dir/step<N>/`: `checkpoints/` (a `tf.train.Checkpoint` of model,
 optimizer with its iteration count, and epoch, saved after every epoch; a run started again
@@ -58,9 +58,9 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
-from larq_dysign import data as data_module
-from larq_dysign import distribute
-from larq_dysign.distill import Distiller, load_teacher
+from . import data as data_module
+from . import distribute
+from .distill import Distiller, load_teacher
 
 logger = logging.getLogger(__name__)
 
@@ -228,7 +228,7 @@ def resolve_model(model: str | Callable[..., tf.keras.Model]) -> tuple[str, Call
         if not callable(fn):
             raise ValueError(f"Expected {model!r} to be callable, but got {fn!r}.")
         return attribute, fn
-    from larq_dysign import zoo
+    from .. import zoo
 
     return model, zoo.get_model_constructor(model)
 
@@ -581,7 +581,7 @@ def train(
     Args:
         model: a zoo model name, "module:function", or a constructor taking
             `input_shape`, `num_classes`, `binary_weights` (and `model_kwargs`).
-        dataset: "imagenet2012", "cifar10" or "fashion_mnist" (`larq_dysign.data`).
+        dataset: "imagenet2012", "cifar10" or "fashion_mnist" (`larq_dysign.training.data`).
         out_dir: output directory (checkpoints, logs, CSV history, weights per step).
         epochs: epochs of each step.
         batch_size: per-replica batch size; the global batch is this times the replicas.

@@ -50,7 +50,7 @@ def distillation_loss(teacher_probabilities, student_probabilities) -> tf.Tensor
 def load_teacher(teacher: tf.keras.Model | str | os.PathLike) -> tf.keras.Model:
     """A teacher model: a Keras model as is, or a whole model saved by `model.save`.
 
-    The teacher must take the student's inputs (images normalized by `data.normalize`) and
+    The teacher must take the student's inputs (images normalized by `zoo.preprocess_input`) and
     output softmax probabilities over the same classes.
 
     Args:

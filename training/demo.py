@@ -5,7 +5,7 @@ it on the 10,000 test images, export it to an LCE TFLite file, check the file ag
 with LCE's interpreter, time it on this host, and print a report saying where the file is.
 
 Usage:
-    python -m larq_dysign.demo [--out out/demo] [--steps-per-epoch 80] [--epochs 1]
+    python -m larq_dysign.training.demo [--out out/demo] [--steps-per-epoch 80] [--epochs 1]
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import sys
 import time
 
 import larq_dysign  # noqa: F401  (Keras 2 before tensorflow)
-from larq_dysign import data, export, training
+from larq_dysign import export, training
+from larq_dysign.training import data
 
 MODEL = "DyResNet18"
 # The papers' ImageNet stem on 28x28 keeps a step of the full-width network near 2 s for 128

@@ -1,0 +1,64 @@
+"""Training wing: ReActNet's two-step recipe, data pipelines, distillation, tf.distribute.
+
+`larq_dysign.training` is the recipe (`train`, `evaluate` and their parts, from `recipe.py`);
+its modules `data` (pipelines), `distill` (KL distillation from a teacher), `distribute`
+(strategies) and `commands` (`larq-dysign train` / `evaluate`) sit beside it. The training
+wing imports the core and the zoo, never the other way round (docs/design.md, "Layout").
+
+Example:
+    ```python
+    from larq_dysign import training
+    results = training.train("DyResNet18", dataset="fashion_mnist", epochs=3, batch_size=128,
+                             out_dir="runs/fm")
+    ```
+"""
+
+from .distill import Distiller, distillation_loss, load_teacher
+from .recipe import (
+    DEFAULT_LEARNING_RATE,
+    RECIPE,
+    STEPS,
+    EpochCheckpoint,
+    LearningRateLogger,
+    StepRecipe,
+    StepResult,
+    add_weight_decay,
+    build_model,
+    compile_for_training,
+    decayed_weights,
+    evaluate,
+    linear_decay,
+    metrics_for,
+    read_history,
+    resolve_model,
+    run_step,
+    train,
+    transfer_weights,
+    truncate_history,
+)
+
+__all__ = [
+    "DEFAULT_LEARNING_RATE",
+    "RECIPE",
+    "STEPS",
+    "Distiller",
+    "EpochCheckpoint",
+    "LearningRateLogger",
+    "StepRecipe",
+    "StepResult",
+    "add_weight_decay",
+    "build_model",
+    "compile_for_training",
+    "decayed_weights",
+    "distillation_loss",
+    "evaluate",
+    "linear_decay",
+    "load_teacher",
+    "metrics_for",
+    "read_history",
+    "resolve_model",
+    "run_step",
+    "train",
+    "transfer_weights",
+    "truncate_history",
+]
