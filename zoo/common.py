@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import larq as lq
 import tensorflow as tf
 
 from ..layers import DyPReLU, DySign, RPReLU, RSign
 from . import weights as weights_module
+from .pytorch_padding import PADDINGS, SpatialReverse
 
 DEFAULT_INPUT_SHAPE = (224, 224, 3)
 STEMS = ("auto", "imagenet", "small")
@@ -24,6 +26,7 @@ def check_common_arguments(
     num_classes: int,
     stem: str = "auto",
     width_multiplier: float = 1.0,
+    padding: str | None = None,
 ) -> None:
     """Validate the arguments every zoo constructor takes, before any work.
 
@@ -53,9 +56,22 @@ def check_common_arguments(
         raise ValueError(
             f"Expected width_multiplier to be a number in (0, 4], but got {width_multiplier!r}."
         )
+    if padding is not None and padding not in PADDINGS:
+        raise ValueError(f"Expected padding to be one of {PADDINGS} or None, but got {padding!r}.")
     weights_module.validate_weights_argument(
         weights, include_top=include_top, num_classes=num_classes
     )
+
+
+def resolve_padding(padding: str | None, weights, *, model_name: str, include_top: bool) -> str:
+    """`padding=None` -> the padding the weights were made for ("pytorch" for those imported
+    from ReActNet's PyTorch checkpoints, see `weights.recorded_padding`), else "lce"."""
+    if padding is not None:
+        return padding
+    recorded = weights_module.recorded_padding(
+        weights, model_name=model_name, include_top=include_top
+    )
+    return recorded or "lce"
 
 
 def scaled_width(channels: int, width_multiplier: float, divisor: int = 8) -> int:
@@ -105,21 +121,23 @@ def binary_conv2d(
     *,
     strides: int = 1,
     binary_weights: bool = True,
+    pad_values: float = 1.0,
     name: str | None = None,
 ) -> lq.layers.QuantConv2D:
     """A binary conv as ReActNet's HardBinaryConv, fed by a sign layer.
 
     Weights: `magnitude_aware_sign` (per-output-channel scale mean|W|) with larq's weight
     clip; `binary_weights=False` keeps them real (step 1 of two-step training). Padding is
-    "same" with +1 pad values, which LCE converts for every target and which keeps the
-    padded activations binary (zero is not a binary value).
+    "same" with +1 pad values by default, which LCE converts for every target and which
+    keeps the padded activations binary (zero is not a binary value); `pad_values=0.0` is
+    PyTorch's zero padding (LCE: `target="arm"` only; docs/design.md, Padding).
     """
     return lq.layers.QuantConv2D(
         filters,
         kernel_size,
         strides=strides,
         padding="same",
-        pad_values=1.0,
+        pad_values=pad_values,
         use_bias=False,
         input_quantizer=binary_input(),
         kernel_quantizer="magnitude_aware_sign" if binary_weights else None,
@@ -141,6 +159,8 @@ class BlockOptions:
         dyprelu: DyPReLU (dynamic shifts) instead of RPReLU.
         dysign_options: keyword arguments of every `DySign`.
         dyprelu_options: keyword arguments of every `DyPReLU`.
+        padding: "lce" (+1 pad values) or "pytorch" (zero pad values, PyTorch's symmetric
+            padding of strided binary convs; `pytorch_padding`).
     """
 
     binary_weights: bool = True
@@ -148,6 +168,7 @@ class BlockOptions:
     dyprelu: bool = False
     dysign_options: dict | None = None
     dyprelu_options: dict | None = None
+    padding: str = "lce"
 
     def sign(self, x: tf.Tensor, name: str) -> tf.Tensor:
         """DySign (dynamic thresholds) or RSign (ReActNet's static ones)."""
@@ -164,14 +185,52 @@ class BlockOptions:
     def binary_conv2d(
         self, filters: int, kernel_size: int, *, strides: int = 1, name: str
     ) -> lq.layers.QuantConv2D:
-        """`binary_conv2d` with this model's `binary_weights`."""
+        """`binary_conv2d` with this model's `binary_weights` and pad values."""
         return binary_conv2d(
             filters,
             kernel_size,
             strides=strides,
             binary_weights=self.binary_weights,
+            pad_values=0.0 if self.padding == "pytorch" else 1.0,
             name=name,
         )
+
+    def sign_conv_bn(
+        self,
+        x: tf.Tensor,
+        filters: int,
+        kernel_size: int,
+        *,
+        strides: int = 1,
+        sign_name: str,
+        conv_name: str,
+        bn_name: str,
+    ) -> tf.Tensor:
+        """Sign -> binary conv -> BatchNorm, the layers named as given.
+
+        With `padding="pytorch"` a strided conv runs between two `SpatialReverse` layers
+        (`<conv_name>_reverse`, `_unreverse`) and holds its kernel rotated by 180 degrees:
+        PyTorch's symmetric padding, still one `LceBconv2d` (`pytorch_padding`).
+        """
+        reverse = self.padding == "pytorch" and strides != 1 and kernel_size > 1
+        if self.padding == "pytorch" and any(
+            d is not None and d < kernel_size for d in x.shape[1:3]
+        ):
+            warnings.warn(
+                f"{conv_name}: a {x.shape[1]}x{x.shape[2]} input to a zero-padded "
+                f'{kernel_size}x{kernel_size} binary conv (padding="pytorch"). Keras computes '
+                "it right, but LCE 0.16's LceBconv2d does not (measured: zero padding is wrong "
+                "on maps smaller than the kernel): export from inputs of at least 96x96.",
+                stacklevel=4,
+            )
+        if reverse:
+            x = SpatialReverse(name=f"{conv_name}_reverse")(x)
+        x = self.sign(x, sign_name)
+        x = self.binary_conv2d(filters, kernel_size, strides=strides, name=conv_name)(x)
+        x = batch_norm(bn_name)(x)
+        if reverse:
+            x = SpatialReverse(name=f"{conv_name}_unreverse")(x)
+        return x
 
 
 def batch_norm(name: str) -> tf.keras.layers.BatchNormalization:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import tensorflow as tf
 
 from . import common
+from .pytorch_padding import SpatialReverse
 from .registry import register_model
 
 WIDTHS = (32, 64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024)
@@ -36,7 +39,15 @@ def _block(x, out_channels: int, strides: int, *, name: str, options: common.Blo
     shortcut = x
     if strides == 2:
         shortcut = tf.keras.layers.AveragePooling2D(2, padding="same", name=f"{name}_pool")(x)
-    h = conv_bn(options.sign(x, f"{name}_sign_3x3"), in_channels, 3, strides, "conv_3x3")
+    h = options.sign_conv_bn(
+        x,
+        in_channels,
+        3,
+        strides=strides,
+        sign_name=f"{name}_sign_3x3",
+        conv_name=f"{name}_conv_3x3",
+        bn_name=f"{name}_conv_3x3_bn",
+    )
     h = options.activation(
         tf.keras.layers.add([h, shortcut], name=f"{name}_add_3x3"), f"{name}_prelu_3x3"
     )
@@ -68,6 +79,7 @@ def _reactnet_a(
     num_classes: int,
     stem: str,
     width_multiplier: float,
+    padding: str | None,
     options: common.BlockOptions,
 ) -> tf.keras.Model:
     common.check_common_arguments(
@@ -77,15 +89,24 @@ def _reactnet_a(
         num_classes=num_classes,
         stem=stem,
         width_multiplier=width_multiplier,
+        padding=padding,
     )
+    padding = common.resolve_padding(padding, weights, model_name=name, include_top=include_top)
+    options = dataclasses.replace(options, padding=padding)
     base = common.scaled_width(WIDTHS[0], width_multiplier)
     widths = [base * w // WIDTHS[0] for w in WIDTHS]  # blocks keep or double the width
     inputs = common.model_inputs(input_shape, input_tensor)
     stem_strides = 2 if common.resolve_stem(stem, inputs) == "imagenet" else 1
+    # padding="pytorch": PyTorch's symmetric padding of the stride-2 stem conv by a
+    # reflection around it (pytorch_padding; the kernel is stored rotated)
+    reflect = stem_strides == 2 and options.padding == "pytorch"
+    x = SpatialReverse(name="stem_reverse")(inputs) if reflect else inputs
     x = tf.keras.layers.Conv2D(
         widths[0], 3, strides=stem_strides, padding="same", use_bias=False, name="stem_conv"
-    )(inputs)
+    )(x)
     x = common.batch_norm("stem_bn")(x)
+    if reflect:
+        x = SpatialReverse(name="stem_unreverse")(x)
 
     for index, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:]), start=1):
         strides = 2 if c_out != c_in and c_in != widths[0] else 1
@@ -113,6 +134,7 @@ def ReActNetA(
     binary_weights: bool = True,
     stem: str = "auto",
     width_multiplier: float = 1.0,
+    padding: str | None = None,
 ) -> tf.keras.Model:
     """ReActNet-A: the binary MobileNetV1 of ReActNet, with RSign and RPReLU.
 
@@ -141,6 +163,13 @@ def ReActNetA(
             112 px).
         width_multiplier: scales every width (the stem's 32 rounded to a multiple of 8, the
             blocks' in proportion), as MobileNet's alpha; 1.0 is the paper's network.
+        padding: "lce" (binary convs pad with +1 under TF's "same": LCE's form for every
+            target), "pytorch" (zero padding in the binary convs and PyTorch's symmetric
+            padding of the stride-2 convs: what ReActNet's PyTorch-trained ImageNet
+            weights need; still one `LceBconv2d` per binary conv, for LCE's "arm" target;
+            see `larq_dysign.zoo.pytorch_padding`), or None (default): the padding the
+            weights file records ("pytorch" for the ImageNet weights, imported by
+            `import_reactnet`), else "lce".
 
     Returns:
         A `tf.keras.Model`.
@@ -157,6 +186,7 @@ def ReActNetA(
         num_classes=num_classes,
         stem=stem,
         width_multiplier=width_multiplier,
+        padding=padding,
         options=common.BlockOptions(binary_weights=binary_weights),
     )
 
@@ -172,6 +202,7 @@ def DyMobileNet(
     binary_weights: bool = True,
     stem: str = "auto",
     width_multiplier: float = 1.0,
+    padding: str | None = None,
     dysign: bool = True,
     dyprelu: bool = True,
     dysign_options: dict | None = None,
@@ -189,7 +220,7 @@ def DyMobileNet(
 
     Args:
         input_shape, input_tensor, weights, include_top, num_classes, binary_weights, stem,
-            width_multiplier: as for `ReActNetA`.
+            width_multiplier, padding: as for `ReActNetA`.
         dysign: False keeps RSign (for ablations).
         dyprelu: False keeps RPReLU (for ablations).
         dysign_options: keyword arguments of every `DySign`.
@@ -212,6 +243,7 @@ def DyMobileNet(
         num_classes=num_classes,
         stem=stem,
         width_multiplier=width_multiplier,
+        padding=padding,
         options=common.BlockOptions(
             binary_weights=binary_weights,
             dysign=dysign,

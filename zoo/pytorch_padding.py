@@ -18,14 +18,19 @@ zoo's default, and a binary network notices every differing pixel:
   is per channel, and DySign's channel means do not depend on pixel order), and the kernel
   is *stored rotated* in the Keras model: `import_reactnet` rotates it when it copies
   PyTorch weights, and training simply goes on with the rotated kernel.
-- **Max-pool 3x3/2** (ResNet stem): PyTorch pads with -inf on both sides; the same
-  reflection with TF's "same" max-pool (which ignores padded pixels) is exact.
-- **Float stem convs** (stride 2): explicit `ZeroPadding2D(k // 2)` + "valid", which is
-  PyTorch's padding literally (float convs have no binary pattern to break).
+- **Stems.** The float stride-2 stem convs (and the ResNet's max-pool 3x3/2, which PyTorch
+  pads with -inf, TF's "same" max-pool ignoring padded pixels alike) get the same
+  reflection, once around conv + BatchNorm (+ max-pool): `stem_reverse` ... `stem_unreverse`,
+  the stem kernel stored rotated too. An explicit `ZeroPadding2D(k // 2)` + "valid" conv is
+  not an option: LCE's converter fuses a symmetric PAD into a "same" CONV_2D whenever the
+  output size matches, and "same" then pads asymmetrically (measured: max |diff| 18 on a
+  7x7/2 conv; LCE's `IsSamePadding1D` checks the split of the padding, not its total).
 
 Stride-1 3x3 convs pad 1 on both sides in both frameworks, and 1x1 convs do not pad, so they
 need nothing beyond the zero pad value. The 2x2 average pools of the shortcuts match for
-the even sizes PyTorch's ReActNets accept.
+the even sizes PyTorch's ReActNets accept (inputs in multiples of 32).
+
+See docs/design.md, Padding.
 """
 
 from __future__ import annotations
@@ -40,8 +45,8 @@ PADDINGS = ("lce", "pytorch")
 class SpatialReverse(tf.keras.layers.Layer):
     """Reverse the height and width axes of NHWC feature maps: `y[:, i, j] = x[:, -1-i, -1-j]`.
 
-    Its own inverse. Used in pairs around a strided binary conv or a max-pool to give it
-    PyTorch's symmetric padding (see this module's docstring); LCE converts it to
+    Its own inverse. Used in pairs around a strided conv (and the max-pool after it) to give
+    them PyTorch's symmetric padding (see this module's docstring); LCE converts it to
     `REVERSE_V2`.
 
     Example:
@@ -55,25 +60,3 @@ class SpatialReverse(tf.keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
-
-
-def check_padding(padding) -> None:
-    """Raises ValueError unless `padding` is one of `PADDINGS` (None is resolved before)."""
-    if padding not in PADDINGS:
-        raise ValueError(f"Expected padding to be one of {PADDINGS}, but got {padding!r}.")
-
-
-def float_conv2d(x, filters: int, kernel_size: int, strides: int, *, name: str):
-    """A float conv (no bias) with PyTorch's symmetric zero padding `kernel_size // 2`."""
-    if kernel_size > 1:
-        x = tf.keras.layers.ZeroPadding2D(kernel_size // 2, name=f"{name}_pad")(x)
-    return tf.keras.layers.Conv2D(
-        filters, kernel_size, strides=strides, padding="valid", use_bias=False, name=name
-    )(x)
-
-
-def max_pool(x, *, name: str):
-    """PyTorch's `MaxPool2d(kernel_size=3, stride=2, padding=1)`."""
-    x = SpatialReverse(name=f"{name}_reverse")(x)
-    x = tf.keras.layers.MaxPool2D(3, strides=2, padding="same", name=name)(x)
-    return SpatialReverse(name=f"{name}_unreverse")(x)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import tensorflow as tf
 
 from . import common
+from .pytorch_padding import SpatialReverse
 from .registry import register_model
 
 STAGE_WIDTHS = (64, 128, 256, 512)
@@ -14,9 +17,15 @@ BLOCKS_PER_STAGE = 4
 def _basic_block(x, filters: int, strides: int, *, name: str, options: common.BlockOptions):
     """`out = PReLU(BN(BinConv3x3(Sign(x))) + shortcut)`; the shortcut is `x`, or
     AvgPool2 -> FP conv1x1 -> BN when the block downsamples or widens."""
-    h = options.sign(x, f"{name}_sign")
-    h = options.binary_conv2d(filters, 3, strides=strides, name=f"{name}_conv")(h)
-    h = common.batch_norm(f"{name}_bn")(h)
+    h = options.sign_conv_bn(
+        x,
+        filters,
+        3,
+        strides=strides,
+        sign_name=f"{name}_sign",
+        conv_name=f"{name}_conv",
+        bn_name=f"{name}_bn",
+    )
     shortcut = x
     if strides != 1 or x.shape[-1] != filters:
         if strides != 1:
@@ -42,6 +51,7 @@ def _resnet18(
     num_classes: int,
     stem: str,
     width_multiplier: float,
+    padding: str | None,
 ) -> tf.keras.Model:
     common.check_common_arguments(
         input_shape=input_shape,
@@ -50,16 +60,25 @@ def _resnet18(
         num_classes=num_classes,
         stem=stem,
         width_multiplier=width_multiplier,
+        padding=padding,
     )
+    padding = common.resolve_padding(padding, weights, model_name=name, include_top=include_top)
+    options = dataclasses.replace(options, padding=padding)
     base = common.scaled_width(STAGE_WIDTHS[0], width_multiplier)
     widths = [base * w // STAGE_WIDTHS[0] for w in STAGE_WIDTHS]  # keep the 1:2:4:8 ratios
     inputs = common.model_inputs(input_shape, input_tensor)
     if common.resolve_stem(stem, inputs) == "imagenet":
+        # padding="pytorch": PyTorch's symmetric padding of the stride-2 conv and max-pool by
+        # one reflection around both (pytorch_padding; the kernel is stored rotated)
+        reflect = options.padding == "pytorch"
+        x = SpatialReverse(name="stem_reverse")(inputs) if reflect else inputs
         x = tf.keras.layers.Conv2D(
             widths[0], 7, strides=2, padding="same", use_bias=False, name="stem_conv"
-        )(inputs)
+        )(x)
         x = common.batch_norm("stem_bn")(x)
         x = tf.keras.layers.MaxPool2D(3, strides=2, padding="same", name="stem_pool")(x)
+        if reflect:
+            x = SpatialReverse(name="stem_unreverse")(x)
     else:
         x = tf.keras.layers.Conv2D(widths[0], 3, padding="same", use_bias=False, name="stem_conv")(
             inputs
@@ -99,6 +118,7 @@ def ReActNet18(
     binary_weights: bool = True,
     stem: str = "auto",
     width_multiplier: float = 1.0,
+    padding: str | None = None,
 ) -> tf.keras.Model:
     """ReActNet-18: Bi-Real Net's ResNet-18 with RSign and RPReLU (static thresholds).
 
@@ -128,6 +148,13 @@ def ReActNet18(
         width_multiplier: scales every width (stem and stages, rounded to multiples of 8),
             as MobileNet's alpha; 1.0 is the paper's network, smaller ones are for quick
             experiments on small machines.
+        padding: "lce" (binary convs pad with +1 under TF's "same": LCE's form for every
+            target), "pytorch" (zero padding in the binary convs and PyTorch's symmetric
+            padding of the stride-2 convs and the stem's max-pool: what ReActNet's
+            PyTorch-trained ImageNet weights need; still one `LceBconv2d` per binary conv,
+            for LCE's "arm" target; see `larq_dysign.zoo.pytorch_padding`), or None
+            (default): the padding the weights file records ("pytorch" for the ImageNet
+            weights, imported by `import_reactnet`), else "lce".
 
     Returns:
         A `tf.keras.Model`.
@@ -146,6 +173,7 @@ def ReActNet18(
         num_classes=num_classes,
         stem=stem,
         width_multiplier=width_multiplier,
+        padding=padding,
     )
 
 
@@ -160,6 +188,7 @@ def DyResNet18(
     binary_weights: bool = True,
     stem: str = "auto",
     width_multiplier: float = 1.0,
+    padding: str | None = None,
     dysign: bool = True,
     dyprelu: bool = True,
     dysign_options: dict | None = None,
@@ -179,7 +208,7 @@ def DyResNet18(
 
     Args:
         input_shape, input_tensor, weights, include_top, num_classes, binary_weights, stem,
-            width_multiplier: as for `ReActNet18`.
+            width_multiplier, padding: as for `ReActNet18`.
         dysign: False keeps RSign (for ablations).
         dyprelu: False keeps RPReLU (for ablations).
         dysign_options: keyword arguments of every `DySign` (reduction, granularity,
@@ -210,4 +239,5 @@ def DyResNet18(
         num_classes=num_classes,
         stem=stem,
         width_multiplier=width_multiplier,
+        padding=padding,
     )

@@ -85,6 +85,10 @@ _DATASET_NAME = re.compile(r"[a-z0-9][a-z0-9_\-]*")
 _MODEL_MARK = "larq_dysign_model"  # HDF5 attributes written by `publish_weights`
 _DATASET_MARK = "larq_dysign_dataset"
 _TOP_MARK = "larq_dysign_include_top"
+#: HDF5 attribute of weights made for a padding other than the zoo's default: "pytorch"
+#: (`publish_weights` writes it for a model built with `padding="pytorch"`, e.g. the ImageNet
+#: weights `import_reactnet` converts from ReActNet's PyTorch checkpoints).
+PADDING_MARK = "larq_dysign_padding"
 
 
 class WeightsError(Exception):
@@ -506,6 +510,8 @@ def _find_or_download(
 
 
 def _not_available_message(entries, cache_dir, mirror_dir, tried) -> str:
+    from . import reactnet_import  # it imports this module
+
     first = entries[0]
     names = " or ".join(entry.file_name for entry in entries)
     _, mirror_url = mirror_locations()
@@ -524,9 +530,17 @@ def _not_available_message(entries, cache_dir, mirror_dir, tried) -> str:
         f"  - mirror URL: {mirror_url or f'not set (${MIRROR_URL_ENV})'}",
     ]
     lines += [f"  - download: {message}" for message in tried]
+    importable = first.dataset == "imagenet" and first.model in reactnet_import.CHECKPOINT_SOURCES
+    if importable:
+        lines[0] = (
+            f"No {first.dataset!r} weights for {first.model} (include_top={first.include_top}) "
+            "are in the mirror or cache yet."
+        )
+        lines.append(reactnet_import.missing_weights_hint(first.model))
     training_dataset = TRAINING_DATASETS.get(first.dataset, first.dataset)
     lines += [
-        "To produce the file, train the model with the recipe and publish its weights:",
+        ("Or train" if importable else "To produce the file, train")
+        + " the model with the recipe and publish its weights:",
         f"  larq-dysign train {first.model} --dataset {training_dataset} ...",
         f"  larq-dysign publish-weights {first.model} <trained weights .h5> "
         f"--dataset {first.dataset} -o <directory>" + ("" if first.include_top else " --notop"),
@@ -631,6 +645,43 @@ def resolve_checkpoint_path(weights: str | os.PathLike) -> str:
         f"{registered_datasets()} or the path to a checkpoint (.h5 file, TF checkpoint prefix "
         f"or directory), but got {os.fspath(weights)!r}: no such file or checkpoint."
     )
+
+
+def recorded_padding(weights, *, model_name: str, include_top: bool = True) -> str | None:
+    """The padding `weights` were made for, as their file records it (`PADDING_MARK`).
+
+    Details:
+        The zoo constructors call it for `padding=None`, before building: "pytorch" for the
+        files `import_reactnet` writes, None (the zoo's default padding) for files without
+        the mark, TF checkpoints, or no weights. A registered dataset is looked up as for
+        loading (`get_weights_file`: mirror, cache, download), so its errors come first.
+
+    Raises:
+        WeightsNotAvailableError, WeightsChecksumError, WeightsDownloadError: for a dataset,
+            see `get_weights_file`.
+    """
+    if isinstance(weights, str) and weights in registered_datasets(model_name):
+        path = get_weights_file(model_name, weights, include_top=include_top)
+    elif isinstance(weights, str | os.PathLike):
+        path = os.path.expanduser(os.fspath(weights))
+    else:
+        return None
+    if not os.path.isfile(path) or not h5py.is_hdf5(path):
+        return None
+    try:
+        with h5py.File(path, "r") as file:
+            value = file.attrs.get(PADDING_MARK)
+    except OSError:
+        return None  # loading reports the damaged file
+    return value.decode("utf8") if isinstance(value, bytes) else value
+
+
+def _model_padding(model: tf.keras.Model) -> str | None:
+    """ "pytorch" for a zoo model built with `padding="pytorch"` (it reverses feature maps
+    around its strided convs), else None."""
+    from .pytorch_padding import SpatialReverse
+
+    return "pytorch" if any(isinstance(x, SpatialReverse) for x in model.layers) else None
 
 
 def validate_weights_argument(weights, *, include_top: bool, num_classes: int) -> None:
@@ -933,12 +984,14 @@ def publish_weights(
     include_top: bool = True,
     model_name: str | None = None,
     url_base: str = "",
+    attributes: dict[str, str] | None = None,
 ) -> PublishedWeights:
     """Write a trained model's weights as a registry file and describe its entry.
 
     Details:
         Writes `<out_dir>/<model>_<dataset>_weights[_notop].h5` (Keras HDF5 weights, marked
-        with the model and dataset so a mismatch error can name them), through a temporary
+        with the model and dataset so a mismatch error can name them, and with
+        `PADDING_MARK` for a model built with `padding="pytorch"`), through a temporary
         name, and computes its sha256. Upload the file (its URL is `<url_base>/<file name>`),
         then add the returned entry to `PUBLISHED_WEIGHTS` (or call `register_weights`), or
         just copy the file into a cache or mirror directory: it then loads with
@@ -957,6 +1010,7 @@ def publish_weights(
         include_top: whether `model` has its head (False writes the `_notop` file).
         model_name: the zoo name; default `model.name`.
         url_base: where the file will be uploaded, for the entry's URL ("" leaves it empty).
+        attributes: more HDF5 attributes of the file (e.g. where the weights come from).
 
     Returns:
         `PublishedWeights(path, entry)`.
@@ -988,6 +1042,10 @@ def publish_weights(
             file.attrs[_MODEL_MARK] = model_name
             file.attrs[_DATASET_MARK] = dataset
             file.attrs[_TOP_MARK] = include_top
+            if _model_padding(model):
+                file.attrs[PADDING_MARK] = _model_padding(model)
+            for key, value in (attributes or {}).items():
+                file.attrs[key] = value
         digest = sha256_of(part)
         os.replace(part, path)
     finally:
