@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "larq_dysign.zoo.commands",
     "larq_dysign.export.commands",
     "larq_dysign.training.commands",
+    "larq_dysign.zoo.import_commands",
 )
 
 

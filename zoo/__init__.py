@@ -12,6 +12,7 @@ Example:
 from .cct import BinaryCCT, DyBinaryCCT
 from .imagenet import decode_predictions, normalize, preprocess_input
 from .mobilenet import DyMobileNet, ReActNetA
+from .reactnet_import import import_reactnet
 from .registry import get_model, get_model_constructor, list_models
 from .resnet import DyResNet18, ReActNet18
 from .weights import get_weights_file, publish_weights, register_weights
@@ -27,6 +28,7 @@ __all__ = [
     "get_model",
     "get_model_constructor",
     "get_weights_file",
+    "import_reactnet",
     "list_models",
     "normalize",
     "preprocess_input",
