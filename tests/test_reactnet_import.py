@@ -121,11 +121,23 @@ def test_padding_keyword(tmp_path, monkeypatch):
     def reversals(model):
         return sum(isinstance(layer, SpatialReverse) for layer in model.layers)
 
-    assert reversals(zoo.ReActNet18(**small)) == 0  # default: LCE's +1 padding
-    assert reversals(zoo.ReActNet18(**small, padding="pytorch")) == 2 + 2 * 3
-    assert reversals(zoo.DyMobileNet(**small, padding="pytorch")) == 2 + 2 * 4
+    def weights(model):
+        return [w.name for w in model.weights], [tuple(w.shape) for w in model.weights]
+
+    # stem and each downsampling block between two reversals; the weights in the same order
+    # as with the default padding (LCE's +1), for files matched by position
+    for name, downsampling in (("ReActNet18", 3), ("DyMobileNet", 4)):
+        default, pytorch = (
+            zoo.get_model(name, **small, padding=p, width_multiplier=0.25)
+            for p in ("lce", "pytorch")
+        )
+        assert reversals(default) == 0 and reversals(pytorch) == 2 + 2 * downsampling
+        assert weights(default) == weights(pytorch)
     with pytest.raises(ValueError, match=r"padding to be one of \('lce', 'pytorch'\)"):
         zoo.ReActNetA(**small, padding="same")
+    # LCE 0.16 gets zero-padded binary convs wrong on maps below 3x3 (stage 4 at 64 px)
+    with pytest.warns(UserWarning, match=r"stage4_block2_conv \(2x2\).*at least 96x96"):
+        zoo.ReActNet18(input_shape=(64, 64, 3), stem="imagenet", padding="pytorch")
     # weights="imagenet" chooses PyTorch's padding; with nothing cached the error says where
     # the official checkpoint is and which command converts it
     for name, source in (("DyMobileNet", "ReActNetA"), ("ReActNet18", "ReActNet18")):
@@ -164,6 +176,10 @@ def test_cli_import_then_imagenet_weights_load(tmp_path, monkeypatch, capsys):
         assert any(isinstance(layer, SpatialReverse) for layer in model.layers)
         logits = _logits(model, image)
         assert np.abs(logits - reference).max() <= 1e-4 * np.abs(reference).max(), name
+    # asked for, the default padding loads the same tensors (to fine-tune into it)
+    model = zoo.ReActNet18(weights="imagenet", padding="lce")
+    assert not any(isinstance(layer, SpatialReverse) for layer in model.layers)
+    assert np.abs(_logits(model, image) - reference).max() > 1e-2 * np.abs(reference).max()
 
 
 def test_pytorch_padding_saves_and_reloads_without_custom_objects(tmp_path, images):

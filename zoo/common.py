@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import warnings
 
 import larq as lq
 import tensorflow as tf
 
 from ..layers import DyPReLU, DySign, RPReLU, RSign
 from . import weights as weights_module
-from .pytorch_padding import PADDINGS, SpatialReverse
+from .pytorch_padding import PADDINGS
 
 DEFAULT_INPUT_SHAPE = (224, 224, 3)
 STEMS = ("auto", "imagenet", "small")
@@ -194,43 +193,6 @@ class BlockOptions:
             pad_values=0.0 if self.padding == "pytorch" else 1.0,
             name=name,
         )
-
-    def sign_conv_bn(
-        self,
-        x: tf.Tensor,
-        filters: int,
-        kernel_size: int,
-        *,
-        strides: int = 1,
-        sign_name: str,
-        conv_name: str,
-        bn_name: str,
-    ) -> tf.Tensor:
-        """Sign -> binary conv -> BatchNorm, the layers named as given.
-
-        With `padding="pytorch"` a strided conv runs between two `SpatialReverse` layers
-        (`<conv_name>_reverse`, `_unreverse`) and holds its kernel rotated by 180 degrees:
-        PyTorch's symmetric padding, still one `LceBconv2d` (`pytorch_padding`).
-        """
-        reverse = self.padding == "pytorch" and strides != 1 and kernel_size > 1
-        if self.padding == "pytorch" and any(
-            d is not None and d < kernel_size for d in x.shape[1:3]
-        ):
-            warnings.warn(
-                f"{conv_name}: a {x.shape[1]}x{x.shape[2]} input to a zero-padded "
-                f'{kernel_size}x{kernel_size} binary conv (padding="pytorch"). Keras computes '
-                "it right, but LCE 0.16's LceBconv2d does not (measured: zero padding is wrong "
-                "on maps smaller than the kernel): export from inputs of at least 96x96.",
-                stacklevel=4,
-            )
-        if reverse:
-            x = SpatialReverse(name=f"{conv_name}_reverse")(x)
-        x = self.sign(x, sign_name)
-        x = self.binary_conv2d(filters, kernel_size, strides=strides, name=conv_name)(x)
-        x = batch_norm(bn_name)(x)
-        if reverse:
-            x = SpatialReverse(name=f"{conv_name}_unreverse")(x)
-        return x
 
 
 def batch_norm(name: str) -> tf.keras.layers.BatchNormalization:

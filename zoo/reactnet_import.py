@@ -1,11 +1,12 @@
 """Import ReActNet's published PyTorch checkpoints as the zoo's ImageNet weights.
 
-ReActNet's official repository (https://github.com/liuzechun/ReActNet, section "Models" of
-its README) links trained checkpoints of ReActNet-18 (Bi-Real-based ResNet-18, 65.9% top-1
-in the paper and README) and ReActNet-A (MobileNetV1-based, 69.4% in the paper, 69.5% in
-the README). The zoo's `ReActNet18` and `ReActNetA` have the same structure, and a fresh
-DySign / DyPReLU equals RSign / RPReLU exactly (the hyper function's second FC starts at
-zero), so one checkpoint gives ImageNet weights to two zoo models each:
+ReActNet's official repository (https://github.com/liuzechun/ReActNet, table "Models" of
+its README) links trained checkpoints of ReActNet-18 ("ReActNet (Bi-Real based)", 65.9%
+ImageNet top-1 in the README) and ReActNet-A (69.5% in the README, 69.4% in the paper);
+docs/weights.md says which figures are ReActNet's and which were measured here. The zoo's
+`ReActNet18` and `ReActNetA` have the same structure, and a fresh DySign / DyPReLU equals
+RSign / RPReLU exactly (the hyper function's second FC starts at zero), so one checkpoint
+gives ImageNet weights to two zoo models each:
 
 | checkpoint  | zoo models                  |
 | ----------- | --------------------------- |
@@ -98,8 +99,9 @@ def missing_weights_hint(model: str) -> str:
     source = CHECKPOINT_SOURCES[model]
     return (
         f"{model}'s ImageNet weights come from ReActNet's published {OFFICIAL_NAMES[source]} "
-        f"PyTorch checkpoint, linked in the README of {OFFICIAL_REPOSITORY} (section "
-        f"Models). Download it and convert it once with `{import_command(model)}`."
+        f"PyTorch checkpoint, linked in the README of {OFFICIAL_REPOSITORY} (table Models: "
+        f"{OFFICIAL_REPOSITORY}#models). Download it and convert it once with "
+        f"`{import_command(model)}`."
     )
 
 
@@ -188,12 +190,12 @@ def _prelu(layer: str, move_in: str, prelu: str, move_out: str) -> list[TensorMa
     ]
 
 
-def _binary_conv(model: tf.keras.Model, layer: str, module: str, state) -> TensorMapping:
-    """ReActNet-18 names HardBinaryConv's tensor `weight`, ReActNet-A `weights`."""
+def _binary_conv(layer: str, module: str, state, *, rotate: bool = False) -> TensorMapping:
+    """ReActNet-18 names HardBinaryConv's tensor `weight`, ReActNet-A `weights`. `rotate`:
+    the conv works on a reversed map (a downsampling block with `padding="pytorch"`)."""
     source = f"{module}.weights" if f"{module}.weights" in state else f"{module}.weight"
-    reversed_input = _has_layer(model, f"{layer}_reverse")
     return TensorMapping(
-        layer, "kernel", source, _rotated_binary_kernel if reversed_input else _binary_kernel
+        layer, "kernel", source, _rotated_binary_kernel if rotate else _binary_kernel
     )
 
 
@@ -219,7 +221,10 @@ def resnet_mapping(model: tf.keras.Model, state) -> list[TensorMapping]:
         for block in range(1, BLOCKS_PER_STAGE + 1):
             name, module = f"stage{stage}_block{block}", f"layer{stage}.{block - 1}"
             mapping += _sign(f"{name}_sign", f"{module}.move0")
-            mapping.append(_binary_conv(model, f"{name}_conv", f"{module}.binary_conv", state))
+            reflected = _has_layer(model, f"{name}_reverse")
+            mapping.append(
+                _binary_conv(f"{name}_conv", f"{module}.binary_conv", state, rotate=reflected)
+            )
             mapping += _batch_norm(f"{name}_bn", f"{module}.bn1")
             if _has_layer(model, f"{name}_shortcut_conv"):
                 mapping.append(
@@ -246,21 +251,22 @@ def mobilenet_mapping(model: tf.keras.Model, state) -> list[TensorMapping]:
     for index in range(1, len(WIDTHS)):
         name, module = f"block{index}", f"feature.{index}"
         mapping += _sign(f"{name}_sign_3x3", f"{module}.move11")
-        mapping.append(_binary_conv(model, f"{name}_conv_3x3", f"{module}.binary_3x3", state))
+        reflected = _has_layer(model, f"{name}_reverse")
+        mapping.append(
+            _binary_conv(f"{name}_conv_3x3", f"{module}.binary_3x3", state, rotate=reflected)
+        )
         mapping += _batch_norm(f"{name}_conv_3x3_bn", f"{module}.bn1")
         mapping += _prelu(
             f"{name}_prelu_3x3", f"{module}.move12", f"{module}.prelu1", f"{module}.move13"
         )
         mapping += _sign(f"{name}_sign_1x1", f"{module}.move21")
         if _has_layer(model, f"{name}_conv_1x1"):
-            mapping.append(_binary_conv(model, f"{name}_conv_1x1", f"{module}.binary_pw", state))
+            mapping.append(_binary_conv(f"{name}_conv_1x1", f"{module}.binary_pw", state))
             mapping += _batch_norm(f"{name}_conv_1x1_bn", f"{module}.bn2")
         else:
             for part, number in (("a", 1), ("b", 2)):
                 conv = f"{name}_conv_1x1_{part}"
-                mapping.append(
-                    _binary_conv(model, conv, f"{module}.binary_pw_down{number}", state)
-                )
+                mapping.append(_binary_conv(conv, f"{module}.binary_pw_down{number}", state))
                 mapping += _batch_norm(f"{conv}_bn", f"{module}.bn2_{number}")
         mapping += _prelu(
             f"{name}_prelu_1x1", f"{module}.move22", f"{module}.prelu2", f"{module}.move23"

@@ -6,8 +6,7 @@ import dataclasses
 
 import tensorflow as tf
 
-from . import common
-from .pytorch_padding import SpatialReverse
+from . import common, pytorch_padding
 from .registry import register_model
 
 STAGE_WIDTHS = (64, 128, 256, 512)
@@ -16,16 +15,18 @@ BLOCKS_PER_STAGE = 4
 
 def _basic_block(x, filters: int, strides: int, *, name: str, options: common.BlockOptions):
     """`out = PReLU(BN(BinConv3x3(Sign(x))) + shortcut)`; the shortcut is `x`, or
-    AvgPool2 -> FP conv1x1 -> BN when the block downsamples or widens."""
-    h = options.sign_conv_bn(
-        x,
-        filters,
-        3,
-        strides=strides,
-        sign_name=f"{name}_sign",
-        conv_name=f"{name}_conv",
-        bn_name=f"{name}_bn",
-    )
+    AvgPool2 -> FP conv1x1 -> BN when the block downsamples or widens.
+
+    With `padding="pytorch"` a downsampling block works on the spatially reversed map, its
+    shortcut too (so the layers keep the default padding's order, which weights files rely
+    on), and reverses the sum back: PyTorch's symmetric stride-2 padding (`pytorch_padding`).
+    """
+    reflect = options.padding == "pytorch" and strides != 1
+    if reflect:
+        x = pytorch_padding.SpatialReverse(name=f"{name}_reverse")(x)
+    h = options.sign(x, f"{name}_sign")
+    h = options.binary_conv2d(filters, 3, strides=strides, name=f"{name}_conv")(h)
+    h = common.batch_norm(f"{name}_bn")(h)
     shortcut = x
     if strides != 1 or x.shape[-1] != filters:
         if strides != 1:
@@ -37,6 +38,8 @@ def _basic_block(x, filters: int, strides: int, *, name: str, options: common.Bl
         )(shortcut)
         shortcut = common.batch_norm(f"{name}_shortcut_bn")(shortcut)
     h = tf.keras.layers.add([h, shortcut], name=f"{name}_add")
+    if reflect:
+        h = pytorch_padding.SpatialReverse(name=f"{name}_unreverse")(h)
     return options.activation(h, f"{name}_prelu")
 
 
@@ -71,14 +74,14 @@ def _resnet18(
         # padding="pytorch": PyTorch's symmetric padding of the stride-2 conv and max-pool by
         # one reflection around both (pytorch_padding; the kernel is stored rotated)
         reflect = options.padding == "pytorch"
-        x = SpatialReverse(name="stem_reverse")(inputs) if reflect else inputs
+        x = pytorch_padding.SpatialReverse(name="stem_reverse")(inputs) if reflect else inputs
         x = tf.keras.layers.Conv2D(
             widths[0], 7, strides=2, padding="same", use_bias=False, name="stem_conv"
         )(x)
         x = common.batch_norm("stem_bn")(x)
         x = tf.keras.layers.MaxPool2D(3, strides=2, padding="same", name="stem_pool")(x)
         if reflect:
-            x = SpatialReverse(name="stem_unreverse")(x)
+            x = pytorch_padding.SpatialReverse(name="stem_unreverse")(x)
     else:
         x = tf.keras.layers.Conv2D(widths[0], 3, padding="same", use_bias=False, name="stem_conv")(
             inputs
@@ -97,7 +100,7 @@ def _resnet18(
             )
 
     outputs = common.classification_head(x, num_classes) if include_top else x
-    return common.finish_model(
+    model = common.finish_model(
         inputs,
         outputs,
         input_tensor=input_tensor,
@@ -105,6 +108,9 @@ def _resnet18(
         weights=weights,
         include_top=include_top,
     )
+    if options.padding == "pytorch":
+        pytorch_padding.warn_small_maps(model)
+    return model
 
 
 @register_model("resnet")
@@ -131,6 +137,10 @@ def ReActNet18(
     1.39e8 float MACs (OPs = 1.68e9 / 64 + 1.39e8 = 1.63e8); 11.7M parameters in all.
     ImageNet top-1 in the paper: 65.9% (ReActNet's ResNet-18 variant).
 
+    `weights="imagenet"`: ReActNet's own trained weights, converted once from the official
+    PyTorch checkpoint with `zoo.import_reactnet` / `larq-dysign import-reactnet` (65.9% top-1
+    in ReActNet's README; the model is then built with `padding="pytorch"` by itself).
+
     Example:
         ```python
         model = zoo.ReActNet18(input_shape=(28, 28, 1), num_classes=10)
@@ -139,7 +149,8 @@ def ReActNet18(
     Args:
         input_shape: (height, width, channels); default (224, 224, 3).
         input_tensor: a Keras tensor (or tensor) to build the model on.
-        weights: None, a registered dataset name ("imagenet"), or a checkpoint path.
+        weights: None, a registered dataset name ("imagenet", see above), or a checkpoint
+            path.
         include_top: False returns the last feature map (B, H/32, W/32, 512).
         num_classes: classes of the dense head.
         binary_weights: False keeps the conv weights real (step 1 of two-step training).
@@ -199,6 +210,11 @@ def DyResNet18(
     Same graph as `ReActNet18` plus the hyper functions (at 224x224x3 / 1000 classes:
     0.42M more parameters (12.13M in all), ~0.2M more float MACs).
     ImageNet top-1 in the paper: 67.4%.
+
+    `weights="imagenet"`: ReActNet-18's trained tensors (`zoo.import_reactnet`), the hyper
+    functions at their initial values, so the model computes exactly ReActNet-18: the
+    starting point for fine-tuning the dynamic thresholds on ImageNet, not a trained
+    DyResNet18 (no DySign ImageNet accuracy comes with it).
 
     Example:
         ```python
