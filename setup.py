@@ -28,6 +28,10 @@ setup(
         "larq>=0.13.3,<0.15",
         "larq-compute-engine>=0.15,<0.17",
         "tensorflow-datasets>=4.9,<5",
+        # TFDS' DatasetBuilder.code_path (4.9.10; reached from download_and_prepare, so from
+        # the first load of every TFDS dataset) imports it, but TFDS declares it only for
+        # Python < 3.9 (issue #13; tests/test_data.py prepares cifar10 and imagenet2012).
+        "importlib_resources>=5,<8",
         "tensorboard>=2.16,<2.22",  # the training recipe's TensorBoard logs
         "numpy>=1.23,<2",
         "h5py>=3.6",  # zoo/weights.py reads HDF5 checkpoints

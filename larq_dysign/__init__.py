@@ -9,7 +9,9 @@ Example:
 """
 
 from larq_dysign._keras2 import use_legacy_keras
+from larq_dysign._logs import hide_tensorflow_logs_on_the_command_line
 
+hide_tensorflow_logs_on_the_command_line()
 use_legacy_keras()
 
 from larq_dysign import zoo  # noqa: E402  (registers the zoo's layers for load_model)

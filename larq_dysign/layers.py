@@ -7,8 +7,13 @@ own weights and call them, as larq's quantizers do.
 
 from __future__ import annotations
 
+import numbers
+
 import larq as lq
 import tensorflow as tf
+
+from .checks import check_choice as _check_choice
+from .checks import check_positive_int as _check_positive_int
 
 __all__ = [
     "BinaryDense",
@@ -32,18 +37,6 @@ _STD_EPSILON = 1e-5
 POSITION_EMBEDDING_STDDEV = 0.2
 
 
-def _check_choice(argument: str, value, allowed: tuple) -> None:
-    if value not in allowed:
-        raise ValueError(
-            f"Expected {argument} to be one of {', '.join(map(repr, allowed))}, but got {value!r}."
-        )
-
-
-def _check_positive_int(argument: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"Expected {argument} to be a positive integer, but got {value!r}.")
-
-
 def _check_input_rank(layer: tf.keras.layers.Layer, input_shape) -> int:
     shape = tf.TensorShape(input_shape)
     if shape.rank is None or shape.rank < 3:
@@ -55,7 +48,19 @@ def _check_input_rank(layer: tf.keras.layers.Layer, input_shape) -> int:
         raise ValueError(
             f"{type(layer).__name__} needs a known channel dimension, but got shape {shape}."
         )
+    # Keras then refuses, by name, a call on another channel count or rank
+    layer.input_spec = tf.keras.layers.InputSpec(min_ndim=3, axes={-1: int(shape[-1])})
     return int(shape[-1])
+
+
+def _check_float(layer: tf.keras.layers.Layer, inputs) -> tf.Tensor:
+    inputs = tf.convert_to_tensor(inputs)
+    if not inputs.dtype.is_floating:
+        raise ValueError(
+            f"{type(layer).__name__} {layer.name!r} expects floating-point inputs, but got "
+            f"{inputs.dtype.name}; cast them first (e.g. images with zoo.preprocess_input)."
+        )
+    return inputs
 
 
 def channel_statistics(x: tf.Tensor, statistics: str = "mean") -> tf.Tensor:
@@ -178,7 +183,7 @@ class RSign(lq.quantizers.Quantizer):
         super().build(input_shape)
 
     def call(self, inputs):
-        return dynamic_sign(inputs, self.threshold, self.estimator)
+        return dynamic_sign(_check_float(self, inputs), self.threshold, self.estimator)
 
     def get_config(self):
         return {**super().get_config(), "estimator": self.estimator}
@@ -265,6 +270,7 @@ class DySign(_HyperFunction, lq.quantizers.Quantizer):
         return self.threshold + self._hyper_function(tf.convert_to_tensor(inputs))
 
     def call(self, inputs):
+        inputs = _check_float(self, inputs)
         tau = _expand_to_rank(self.thresholds(inputs), inputs.shape.rank)
         return dynamic_sign(inputs, tau, self.estimator)
 
@@ -305,6 +311,11 @@ class RPReLU(tf.keras.layers.Layer):
     """
 
     def __init__(self, slope_initializer: float = 0.25, **kwargs):
+        if isinstance(slope_initializer, bool) or not isinstance(slope_initializer, numbers.Real):
+            raise ValueError(
+                f"Expected slope_initializer to be a number (the initial negative slope, "
+                f"ReActNet's 0.25), but got {slope_initializer!r}."
+            )
         self.slope_initializer = float(slope_initializer)
         super().__init__(**kwargs)
 
@@ -320,6 +331,7 @@ class RPReLU(tf.keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, inputs):
+        inputs = _check_float(self, inputs)
         return _shifted_prelu(inputs, self.shift_in, self.slope, self.shift_out)
 
     def compute_output_shape(self, input_shape):
@@ -383,6 +395,7 @@ class DyPReLU(_HyperFunction, RPReLU):
         return self.shift_in + dynamic_in, self.shift_out + dynamic_out
 
     def call(self, inputs):
+        inputs = _check_float(self, inputs)
         shift_in, shift_out = self.shifts(inputs)
         rank = inputs.shape.rank
         return _shifted_prelu(
@@ -453,6 +466,18 @@ class BinaryDense(lq.layers.QuantConv2D):
                 f"BinaryDense is a 1x1 convolution and does not take {fixed}; "
                 f"got {', '.join(f'{k}={kwargs[k]!r}' for k in fixed)}."
             )
+        for argument, value in (
+            ("input_quantizer", input_quantizer),
+            ("kernel_quantizer", kernel_quantizer),
+        ):
+            try:
+                lq.quantizers.get(value)
+            except ValueError as error:
+                raise ValueError(
+                    f"Expected {argument} to be None, a larq quantizer or its registered name "
+                    f'(e.g. "approx_sign", "ste_sign", "magnitude_aware_sign"), but got '
+                    f"{value!r}."
+                ) from error
         self.units = units
         super().__init__(
             filters=units,

@@ -19,6 +19,14 @@ def _seed():
     yield
 
 
+@pytest.fixture
+def tiny_models_env() -> dict:
+    """The environment of a subprocess that imports "tinymodels:tiny_bnn" (tests/tinymodels.py)."""
+    tests = os.path.dirname(os.path.abspath(__file__))
+    path = os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
 @pytest.fixture(scope="session")
 def fashion_mnist_sample():
     """512 real Fashion-MNIST training images (N, 28, 28, 1) in [-1, 1] and their labels."""

@@ -1,6 +1,9 @@
-"""Data pipelines: ImageNet and CIFAR-10 on TFDS mock data, Fashion-MNIST on the real files."""
+"""Data pipelines: ImageNet and CIFAR-10 through the real TFDS builders (tiny archives in
+the real formats, offline) and on TFDS mock data, Fashion-MNIST on the real files."""
 
+import io
 import os
+import tarfile
 
 import numpy as np
 import pytest
@@ -178,3 +181,181 @@ def test_cifar10_pipelines_on_mock_data():
         assert x.dtype == tf.float32 and x.shape == (3, 32, 32, 3)
         assert -1.0 <= x.numpy().min() and x.numpy().max() <= 1.0
         assert np.all((y.numpy() >= 0) & (y.numpy() < 10))
+
+
+# ---------------------------------------------------------------------------- TFDS, real builders
+#
+# `tfds.testing.mock_data` (above) never runs `download_and_prepare`, so a broken preparation
+# path passed those tests: issue #13, TFDS' `DatasetBuilder.code_path` imports
+# `importlib_resources`, which nothing installed. The tests below run the real builders
+# through `data.load`, as `larq-dysign train --dataset ...` does, offline, on tiny archives in
+# the real formats: download_and_prepare (code_path, checksums, extraction, the builders' own
+# file parsing, writing the records), reading, and the zoo's preprocessing.
+
+
+def _add_to_tar(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
+    member = tarfile.TarInfo(name)
+    member.size = len(payload)
+    tar.addfile(member, io.BytesIO(payload))
+
+
+def _solid_jpeg(colour, height: int, width: int) -> bytes:
+    image = np.broadcast_to(np.asarray(colour, np.uint8), (height, width, 3))
+    return tf.io.encode_jpeg(image, quality=95).numpy()
+
+
+def _identify_solid_images(images: np.ndarray, colours: dict) -> list:
+    """The key of `colours` each normalized image shows; each image must be one flat colour."""
+    found = []
+    for image in images:
+        pixels = (image.reshape(-1, 3).astype(np.float64) + 1.0) * 127.5
+        mean = pixels.mean(0)
+        assert np.abs(pixels - mean).max() < 4  # flat: a crop of one colour, not a mixture
+        key = min(colours, key=lambda k: np.abs(mean - colours[k]).max())
+        assert np.abs(mean - colours[key]).max() < 4, (mean, colours[key])
+        found.append(key)
+    return found
+
+
+# Class index = rank of the synset in sorted order (1000 classes): tench, Chihuahua, toilet
+# tissue.
+IMAGENET_TRAIN_CLASSES = {"n01440764": 0, "n02085620": 151, "n15075141": 999}
+IMAGENET_TRAIN_COLOURS = {0: (40, 200, 90), 151: (140, 60, 220), 999: (230, 150, 20)}
+# The first validation images' classes in the real set (e.g. Caffe's val.txt: ILSVRC2012_val_
+# 00000001.JPEG 65, ...); TFDS must attach them to files named like the real ones.
+IMAGENET_VALIDATION_LABELS = [65, 970, 230, 809, 516, 57, 334, 415]
+
+
+def _write_ilsvrc2012_manual_dir(directory) -> None:
+    """ILSVRC2012_img_train.tar (one nXXXXXXXX.tar of JPEGs per class) and _img_val.tar."""
+    directory.mkdir()
+    with tarfile.open(directory / "ILSVRC2012_img_train.tar", "w") as train:
+        for synset, label in IMAGENET_TRAIN_CLASSES.items():
+            inner = io.BytesIO()
+            with tarfile.open(fileobj=inner, mode="w") as class_tar:
+                for i in range(4):
+                    jpeg = _solid_jpeg(IMAGENET_TRAIN_COLOURS[label], 40 + 7 * i, 60 - 5 * i)
+                    _add_to_tar(class_tar, f"{synset}_{i + 1}.JPEG", jpeg)
+            _add_to_tar(train, f"{synset}.tar", inner.getvalue())
+    # Written in reverse order: TFDS pairs its label list with the *sorted* file names.
+    with tarfile.open(directory / "ILSVRC2012_img_val.tar", "w") as validation:
+        for i in reversed(range(len(IMAGENET_VALIDATION_LABELS))):
+            jpeg = _solid_jpeg((15 + 30 * i, 240 - 30 * i, 128), 48, 64)
+            _add_to_tar(validation, f"ILSVRC2012_val_{i + 1:08d}.JPEG", jpeg)
+
+
+def test_imagenet2012_prepares_from_a_manual_dir_for_real(tmp_path):
+    manual_dir, data_dir = tmp_path / "manual", tmp_path / "tfds"
+    _write_ilsvrc2012_manual_dir(manual_dir)
+
+    pipelines = data.load(
+        "imagenet2012", batch_size=4, manual_dir=str(manual_dir), data_dir=str(data_dir)
+    )
+    builder = tfds.builder("imagenet2012", data_dir=str(data_dir))
+    assert {name: split.num_examples for name, split in builder.info.splits.items()} == {
+        "train": 12,
+        "validation": 8,
+    }
+
+    evaluation = list(pipelines.eval)
+    assert [len(y) for _, y in evaluation] == [4, 4]
+    train = list(pipelines.train)
+    assert [len(y) for _, y in train] == [4, 4, 4]
+    for x, y in evaluation + train:
+        assert x.dtype == tf.float32 and x.shape == (4, 224, 224, 3) and y.dtype == tf.int64
+        assert -1.0 <= x.numpy().min() and x.numpy().max() <= 1.0
+
+    # Each validation image (identified by its colour) carries the real set's label.
+    validation_colours = {
+        i: (15 + 30 * i, 240 - 30 * i, 128) for i in range(len(IMAGENET_VALIDATION_LABELS))
+    }
+    images = np.concatenate([x.numpy() for x, _ in evaluation])
+    labels = np.concatenate([y.numpy() for _, y in evaluation])
+    shown = _identify_solid_images(images, validation_colours)
+    assert sorted(shown) == list(range(8))
+    assert labels.tolist() == [IMAGENET_VALIDATION_LABELS[i] for i in shown]
+
+    # Train crops keep their class's colour and carry the class index of their synset.
+    images = np.concatenate([x.numpy() for x, _ in train])
+    labels = np.concatenate([y.numpy() for _, y in train])
+    assert labels.tolist() == _identify_solid_images(images, IMAGENET_TRAIN_COLOURS)
+    assert sorted(labels.tolist()) == [0] * 4 + [151] * 4 + [999] * 4
+
+
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
+CIFAR10_NAMES = "airplane automobile bird cat deer dog frog horse ship truck".split()
+
+
+def _cifar10_image(index: int) -> np.ndarray:
+    """Image `index` of the fake archive, (32, 32, 3) uint8: red is 3 + 7 x index
+    everywhere, green 8 x row, blue 8 x column, so a parser that mixed up planes, rows and
+    columns would show it."""
+    rows, columns = np.mgrid[0:32, 0:32]
+    return np.stack([np.full((32, 32), 3 + 7 * index), 8 * rows, 8 * columns], -1).astype(np.uint8)
+
+
+def _cifar10_record(index: int, label: int) -> bytes:
+    """One record of CIFAR-10's binary format: the label byte, then the R, G, B planes."""
+    return bytes([label]) + _cifar10_image(index).transpose(2, 0, 1).tobytes()
+
+
+def _cifar10_label(index: int) -> int:
+    return (3 * index + 1) % 10
+
+
+def _put_cifar10_archive_in_the_download_cache(data_dir) -> None:
+    """A tiny cifar-10-binary.tar.gz where TFDS keeps a finished download of the real one.
+
+    TFDS cannot fetch from 127.0.0.1 instead of www.cs.toronto.edu (the URL is fixed in the
+    builder), and it checks a fetched or manually placed archive against the registered
+    sha256, which no other file matches. A finished download is stored as
+    `<data_dir>/downloads/cifar10/<name from url and sha256>` plus an `.INFO` file; TFDS
+    reuses such a file without fetching or re-hashing. Everything after the fetch is real.
+    """
+    from tensorflow_datasets.core.download import checksums, resource
+
+    url_info = checksums.get_all_url_infos()[CIFAR10_URL]  # TFDS' registered size and sha256
+    path = tfds.core.Path(data_dir) / "downloads" / "cifar10"
+    path.mkdir(parents=True)
+    path = path / resource.get_dl_fname(CIFAR10_URL, url_info.checksum)
+    files = {f"data_batch_{n}.bin": [2 * n - 2, 2 * n - 1] for n in range(1, 6)}
+    files["test_batch.bin"] = [10, 11, 12, 13]
+    with tarfile.open(path, "w:gz") as archive:
+        for name, indices in files.items():
+            records = b"".join(_cifar10_record(i, _cifar10_label(i)) for i in indices)
+            _add_to_tar(archive, f"cifar-10-batches-bin/{name}", records)
+        names = ("\n".join(CIFAR10_NAMES) + "\n\n").encode()  # as in the real file
+        _add_to_tar(archive, "cifar-10-batches-bin/batches.meta.txt", names)
+    resource.write_info_file(
+        url=CIFAR10_URL,
+        path=path,
+        dataset_name="cifar10",
+        original_fname="cifar-10-binary.tar.gz",
+        url_info=url_info,
+    )
+
+
+def test_cifar10_prepares_from_the_cifar_archive_for_real(tmp_path):
+    _put_cifar10_archive_in_the_download_cache(tmp_path)
+
+    pipelines = data.load("cifar10", batch_size=5, data_dir=str(tmp_path), augment=False)
+    builder = tfds.builder("cifar10", data_dir=str(tmp_path))
+    assert builder.info.splits["train"].num_examples == 10
+    assert builder.info.splits["test"].num_examples == 4
+    assert builder.info.features["label"].names == CIFAR10_NAMES  # read from batches.meta.txt
+
+    train, evaluation = list(pipelines.train), list(pipelines.eval)
+    assert [len(y) for _, y in train] == [5, 5] and [len(y) for _, y in evaluation] == [4]
+    for split, batches, indices in (
+        ("train", train, range(10)),
+        ("test", evaluation, [10, 11, 12, 13]),
+    ):
+        images = np.concatenate([x.numpy() for x, _ in batches])
+        labels = np.concatenate([y.numpy() for _, y in batches])
+        assert images.dtype == np.float32 and images.shape[1:] == (32, 32, 3), split
+        # the red plane names the record: each one exactly once, pixel for pixel, normalized
+        shown = [round(((image[0, 0, 0] + 1) * 127.5 - 3) / 7) for image in images]
+        assert sorted(shown) == list(indices), split
+        for image, index in zip(images, shown):
+            np.testing.assert_allclose(image, _cifar10_image(index) / 127.5 - 1.0, atol=1e-6)
+        assert labels.tolist() == [_cifar10_label(i) for i in shown], split

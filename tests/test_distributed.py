@@ -8,11 +8,11 @@ import json
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_training import subprocess_env, write_tiny_module
 
 from larq_dysign import training
 from larq_dysign.training import distribute
@@ -79,12 +79,53 @@ def _free_ports(count: int) -> list[int]:
     return ports
 
 
-def test_mirrored_two_logical_cpus_match_one_device(tmp_path):
-    write_tiny_module(tmp_path)
+#: What a worker prints when another process took its port between `_free_ports` and its
+#: own bind (TensorFlow's gRPC server does not share ports, so they cannot be held open).
+PORT_TAKEN = "Could not start gRPC server"
+
+
+def _run_workers(command: list[str], env: dict, logs, count: int = 2, attempts: int = 3):
+    """Run `count` MultiWorkerMirrored workers on fresh local ports; start over with other
+    ports when one lost its port to another process (its peers, waiting for it, are
+    stopped). Returns the workers' (stdout, stderr)."""
+    for attempt in range(attempts):
+        cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(count)]}
+        files = [(logs / f"{attempt}-{i}.out", logs / f"{attempt}-{i}.err") for i in range(count)]
+        workers = []
+        for index, (out, err) in enumerate(files):
+            task = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+            with open(out, "w") as stdout, open(err, "w") as stderr:
+                workers.append(
+                    subprocess.Popen(
+                        command,
+                        env={**env, "TF_CONFIG": json.dumps(task)},
+                        stdout=stdout,
+                        stderr=stderr,
+                    )
+                )
+        deadline = time.monotonic() + 900  # a hang must not block CI forever
+        while any(w.poll() is None for w in workers):
+            failed = any(w.poll() not in (None, 0) for w in workers)
+            if failed or time.monotonic() > deadline:
+                for worker in workers:
+                    worker.kill()
+                    worker.wait()
+                break
+            time.sleep(0.2)
+        outputs = [(out.read_text(), err.read_text()) for out, err in files]
+        if any(PORT_TAKEN in stderr for _, stderr in outputs) and attempt + 1 < attempts:
+            continue
+        for worker, (stdout, stderr) in zip(workers, outputs):
+            assert worker.returncode == 0, stdout + stderr[-3000:]
+        return outputs
+    raise AssertionError("unreachable")
+
+
+def test_mirrored_two_logical_cpus_match_one_device(tmp_path, tiny_models_env):
     (tmp_path / "mirrored.py").write_text(MIRRORED_SCRIPT)
     run = subprocess.run(
         [sys.executable, str(tmp_path / "mirrored.py")],
-        env=subprocess_env(tmp_path),
+        env=tiny_models_env,
         capture_output=True,
         text=True,
     )
@@ -110,38 +151,15 @@ def test_mirrored_two_logical_cpus_match_one_device(tmp_path):
     assert abs(results["one_True"]["eval_loss"] - results["one_False"]["eval_loss"]) > 1e-3
 
 
-def test_multiworker_two_local_workers_train(tmp_path):
-    write_tiny_module(tmp_path)
+def test_multiworker_two_local_workers_train(tmp_path, tiny_models_env):
     out = tmp_path / "run"
-    ports = _free_ports(2)
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     command = [
         sys.executable, "-m", "larq_dysign.cli", "train", "tinymodels:tiny_bnn",
         "--dataset", "fashion_mnist", "--train-examples", "256", "--eval-examples", "64",
         "--epochs", "2", "--steps-per-epoch", "3", "--batch-size", "8", "--step", "1",
         "--strategy", "multiworker", "--out", str(out), "--verbose", "2",
     ]  # fmt: skip
-    workers = []
-    for index in range(2):
-        env = subprocess_env(tmp_path)
-        env["TF_CONFIG"] = json.dumps(
-            {"cluster": cluster, "task": {"type": "worker", "index": index}}
-        )
-        workers.append(
-            subprocess.Popen(
-                command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-            )
-        )
-    outputs = []
-    for worker in workers:
-        try:
-            stdout, stderr = worker.communicate(timeout=900)  # a hang would block CI forever
-        except subprocess.TimeoutExpired:
-            for w in workers:
-                w.kill()
-            raise
-        outputs.append(stdout)
-        assert worker.returncode == 0, stdout + stderr[-3000:]
+    outputs = [stdout for stdout, _ in _run_workers(command, tiny_models_env, tmp_path)]
 
     for stdout in outputs:
         assert "2 replica(s), global batch 16, 3 steps per epoch" in stdout

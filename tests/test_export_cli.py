@@ -4,6 +4,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -75,46 +76,67 @@ def test_benchmark_prints_host_latency_labelled_not_arm(exported_checkpoint, cap
     assert "2 thread(s), 3 runs after 1 warm-up" in text and "not ARM speed" in text
     assert cli.main([*argv, "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["threads"] == 2 and 0 < data["min_ms"] <= data["median_ms"] <= data["max_ms"]
+    assert (data["threads"], data["runs"], data["warmup"]) == (2, 3, 1)
 
 
 @pytest.mark.parametrize(
-    "argv, message",
+    "argv, status, message",
     [
-        (["inspect", "missing.tflite"], "larq-dysign inspect: error: [Errno 2]"),
-        (["benchmark", "missing.tflite"], "larq-dysign benchmark: error: [Errno 2]"),
-        (["export", "NoSuchNet", "-o", "x.tflite"], "Unknown model 'NoSuchNet'; the zoo has"),
+        (["inspect", "missing.tflite"], 2, "larq-dysign inspect: error: [Errno 2]"),
+        (["benchmark", "missing.tflite"], 2, "larq-dysign benchmark: error: [Errno 2]"),
+        (["export", "NoSuchNet", "-o", "x.tflite"], 2, "Unknown model 'NoSuchNet'; the zoo has"),
         (
             ["export", "ReActNet18", "--weights", "missing.h5", "-o", "x.tflite"],
-            "Expected --weights to be a checkpoint file, but 'missing.h5' does not exist.",
+            2,
+            "'missing.h5': no such file or checkpoint.",
         ),
         (
             ["export", "ReActNet18", "-o", "no/such/dir/x.tflite"],
+            2,
             "Expected -o/--output to be a file in an existing directory",
+        ),
+        (
+            ["export", "BinaryCCT", "--stem", "small", "-o", "x.tflite"],
+            2,
+            "--stem does not apply to BinaryCCT, which takes: input_shape, weights,",
+        ),
+        (
+            ["export", "ReActNet18", "--dysign-option", "reduction=4", "-o", "x.tflite"],
+            2,
+            "--dysign-option does not apply to ReActNet18",
+        ),
+        (
+            ["export", "no/such/run", "-o", "x.tflite"],
+            2,
+            "no/such/run: no such file or directory.",
         ),
     ],
 )
-def test_user_errors_exit_1_with_one_line_and_no_file(
-    argv, message, tmp_path, capsys, monkeypatch
+def test_user_errors_exit_with_one_line_and_no_file(
+    argv, status, message, tmp_path, capsys, monkeypatch
 ):
     monkeypatch.chdir(tmp_path)
-    assert cli.main(argv) == 1
+    assert cli.main(argv) == status
     captured = capsys.readouterr()
     assert message in captured.err and "Traceback" not in captured.err
+    assert len(captured.err.strip().splitlines()) == 1
     assert os.listdir(tmp_path) == []
 
 
 def test_inspect_of_a_file_that_is_not_tflite(tmp_path, capsys):
     path = tmp_path / "notes.txt"
     path.write_text("not a model")
-    assert cli.main(["inspect", str(path)]) == 1
+    assert cli.main(["inspect", str(path)]) == 2
     assert "Expected a TFLite flatbuffer" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["export", "ReActNet18", "--input-shape", "28,28", "-o", "x.tflite"], "H,W,C"),
+        (
+            ["export", "ReActNet18", "--input-shape", "28,28", "-o", "x.tflite"],
+            "argument --input-shape: expected HEIGHT,WIDTH,CHANNELS of positive integers",
+        ),
         (["benchmark", "x.tflite", "--threads", "0"], "expected a positive integer, got '0'"),
         (["export", "ReActNet18", "--target", "x86", "-o", "x.tflite"], "invalid choice"),
     ],
@@ -123,18 +145,49 @@ def test_malformed_arguments_are_usage_errors(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main(argv)
     assert exit_.value.code == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err and len(err.splitlines()) == 1
 
 
-def test_the_installed_command_reports_errors_without_traceback(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "larq_dysign.cli", "export", "NoSuchNet", "-o", "x.tflite"],
+def _without_log_level() -> dict:
+    return {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+
+
+def test_the_installed_command_reports_errors_in_one_line_without_tensorflow_logs(tmp_path):
+    larq_dysign_command = os.path.join(os.path.dirname(sys.executable), "larq-dysign")
+    for command in ([larq_dysign_command], [sys.executable, "-m", "larq_dysign.cli"]):
+        result = subprocess.run(
+            [*command, "export", "NoSuchNet", "-o", "x.tflite"],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=_without_log_level(),
+            timeout=300,
+        )
+        assert result.returncode == 2
+        assert result.stderr.startswith("larq-dysign export: error: Unknown model 'NoSuchNet'")
+        assert len(result.stderr.splitlines()) == 1  # no TensorFlow start-up logs either
+        assert os.listdir(tmp_path) == []
+
+
+def test_a_users_tf_cpp_min_log_level_wins_and_debug_shows_the_traceback(tmp_path):
+    command = [sys.executable, "-m", "larq_dysign.cli", "export", "NoSuchNet", "-o", "x.tflite"]
+    shown = subprocess.run(
+        command,
         capture_output=True,
         text=True,
         cwd=tmp_path,
+        env={**_without_log_level(), "TF_CPP_MIN_LOG_LEVEL": "0"},
         timeout=300,
     )
-    assert result.returncode == 1
-    assert "larq-dysign export: error: Unknown model 'NoSuchNet'" in result.stderr
-    assert "Traceback" not in result.stderr
-    assert os.listdir(tmp_path) == []
+    assert re.search(r"^[IWE]\d{4} .*\] ", shown.stderr, re.M)  # TensorFlow's own log lines
+    debug = subprocess.run(
+        [*command, "--debug"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=_without_log_level(),
+        timeout=300,
+    )
+    assert debug.returncode == 1 and "Traceback" in debug.stderr
+    assert "ValueError: Unknown model 'NoSuchNet'" in debug.stderr

@@ -237,6 +237,37 @@ def test_bad_arguments_name_the_argument_and_value(factory, message):
         factory()
 
 
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (
+            lambda: BinaryDense(8, input_quantizer="bogus"),
+            r"input_quantizer to be None, a larq quantizer .* but got 'bogus'",
+        ),
+        (lambda: RPReLU(slope_initializer="abc"), r"slope_initializer to be a number.*'abc'"),
+        (
+            lambda: DySign(name="sign")(tf.zeros((1, 4, 4, 8), tf.int32)),
+            r"DySign 'sign' expects floating-point inputs, but got int32",
+        ),
+        (
+            lambda: RPReLU(name="act")(tf.zeros((1, 4, 4, 8), tf.int32)),
+            r"RPReLU 'act' expects floating-point inputs, but got int32",
+        ),
+    ],
+)
+def test_bad_layer_arguments_and_inputs_are_named(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+@pytest.mark.parametrize("layer_class", [DySign, RSign, RPReLU, DyPReLU])
+def test_a_built_layer_refuses_another_channel_count_by_name(layer_class):
+    layer = layer_class(name="built")
+    layer(tf.zeros((1, 4, 4, 8)))
+    with pytest.raises(ValueError, match=r'layer "built" is incompatible.*axis -1.* value 8'):
+        layer(tf.zeros((1, 4, 4, 16)))
+
+
 def test_rank_two_input_is_rejected_with_shape():
     with pytest.raises(ValueError, match=r"rank >= 3.*\(4, 16\)"):
         DySign()(tf.zeros((4, 16)))

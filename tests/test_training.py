@@ -1,6 +1,5 @@
 """The two-step recipe, weight decay, distillation, checkpoints surviving SIGKILL, the CLI."""
 
-import inspect
 import json
 import os
 import signal
@@ -11,49 +10,11 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
+from tinymodels import tiny_bnn
 
 from larq_dysign import cli, training, zoo
 from larq_dysign.training import data
 from larq_dysign.training.distill import Distiller, distillation_loss
-
-
-def tiny_bnn(*, input_shape, num_classes, binary_weights=True, batch_norm=True):
-    """A two-conv binary network with the zoo's blocks, for tests of the training machinery
-    (the zoo's ResNet-18 costs seconds per step here). Self-contained: written to a module
-    file for the CLI's "module:function" model argument."""
-    import larq_dysign  # noqa: F401, I001  (Keras 2 before tensorflow)
-    import tensorflow as tf
-    from larq_dysign.layers import RSign
-    from larq_dysign.zoo import common
-
-    inputs = tf.keras.Input(input_shape)
-    x = tf.keras.layers.Conv2D(8, 3, strides=2, padding="same", use_bias=False, name="stem")(
-        inputs
-    )
-    if batch_norm:
-        x = tf.keras.layers.BatchNormalization(name="stem_bn")(x)
-    x = RSign(name="sign")(x)
-    x = common.binary_conv2d(16, 3, strides=2, binary_weights=binary_weights, name="bconv")(x)
-    if batch_norm:
-        x = tf.keras.layers.BatchNormalization(name="bconv_bn")(x)
-    x = tf.keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    x = tf.keras.layers.Dense(num_classes, name="logits")(x)
-    outputs = tf.keras.layers.Activation("softmax", name="predictions")(x)
-    return tf.keras.Model(inputs, outputs, name="tiny_bnn")
-
-
-TINY_MODULE_SOURCE = inspect.getsource(tiny_bnn)
-
-
-def write_tiny_module(directory) -> None:
-    """`directory/tinymodels.py` defining `tiny_bnn`, importable as "tinymodels:tiny_bnn"."""
-    (directory / "tinymodels.py").write_text(TINY_MODULE_SOURCE)
-
-
-def subprocess_env(directory) -> dict:
-    path = os.pathsep.join(filter(None, [str(directory), os.environ.get("PYTHONPATH")]))
-    return {**os.environ, "PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "2"}
-
 
 # ---------------------------------------------------------------------------- recipe parts
 
@@ -66,11 +27,6 @@ def test_linear_decay_reaches_zero_and_stays_there():
         training.linear_decay(5e-4, 0)
     with pytest.raises(ValueError, match="learning_rate"):
         training.linear_decay(0.0, 10)
-
-
-def test_recipe_steps():
-    assert training.RECIPE[1] == training.StepRecipe(binary_weights=False, weight_decay=1e-5)
-    assert training.RECIPE[2] == training.StepRecipe(binary_weights=True, weight_decay=0.0)
 
 
 def test_weight_decay_is_coupled_l2_on_kernels_only():
@@ -109,7 +65,7 @@ def test_transfer_weights_copies_by_layer_and_checks_names_and_shapes():
         assert a.name == b.name
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     other = tiny_bnn(input_shape=(28, 28, 1), num_classes=5)
-    with pytest.raises(ValueError, match=r"layer #5 is 'logits' with shapes \[\(16, 10\)"):
+    with pytest.raises(ValueError, match=r"first mismatch at layer #5 'logits': .*\(16, 10\)"):
         training.transfer_weights(step1, other)
 
 
@@ -271,8 +227,22 @@ def test_two_step_recipe_on_fashion_mnist_beats_chance(tmp_path):
     )
 
     for result in results.values():
-        assert result.history["epoch"] == [0.0] and result.history["learning_rate"] == [0.0]
+        assert result.history["epoch"] == [0.0]
         assert os.path.isfile(result.weights_path)
+        # the whole model, described: reloads without custom_objects and computes the same
+        description = zoo.read_description(result.model_path)
+        assert description["model"] == "ReActNet18" and description["step"] == result.step
+        assert description["dataset"] == "fashion_mnist"
+        assert description["arguments"]["stem"] == "imagenet"
+        assert description["arguments"]["binary_weights"] is (result.step == 2)
+        assert description["arguments"]["width_multiplier"] == 1.0  # defaults recorded too
+        assert description["recipe"]["learning_rate"] == 3e-3
+        assert description["recipe"]["steps_per_epoch"] == 30
+        reloaded = tf.keras.models.load_model(result.model_path)
+        images = np.random.default_rng(0).uniform(-1, 1, (4, 28, 28, 1)).astype("float32")
+        np.testing.assert_allclose(
+            reloaded.predict(images, verbose=0), result.model.predict(images, verbose=0), atol=1e-6
+        )
 
     # held-out test images; chance is 10%
     evaluation = data.fashion_mnist(batch_size=100, eval_examples=1000).eval
@@ -297,15 +267,117 @@ def test_truncate_history_keeps_complete_rows_before_the_checkpoint(tmp_path):
     assert path.read_text().splitlines() == ["epoch,loss", "0,2.5"]
 
 
+def tensorboard_scalars(logdir, tag: str) -> dict[int, float]:
+    """{step: value} of a scalar in a TensorBoard log directory (every event file in it)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(logdir), size_guidance={"tensors": 0})
+    events.Reload()
+    return {e.step: float(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors(tag)}
+
+
+def _tiny_run(out, **overrides) -> dict:
+    kwargs = {
+        "dataset": "fashion_mnist",
+        "out_dir": str(out),
+        "epochs": 4,
+        "batch_size": 16,
+        "steps_per_epoch": 3,
+        "step": 1,
+        "data_kwargs": {"train_examples": 256, "augment": False},
+        "validate": False,
+        "verbose": 0,
+        **overrides,
+    }
+    return training.train(tiny_bnn, **kwargs)
+
+
+def _files(directory) -> dict[str, bytes]:
+    return {
+        str(path.relative_to(directory)): path.read_bytes()
+        for path in sorted(directory.rglob("*"))
+        if path.is_file()
+    }
+
+
+def test_resume_skips_damaged_checkpoints_newest_first_and_says_so(tmp_path, capsys):
+    _tiny_run(tmp_path)  # finished: ckpt-2, ckpt-3 and ckpt-4 kept
+    step_dir = tmp_path / "step1"
+    checkpoints = step_dir / "checkpoints"
+    before = training.read_history(str(step_dir / "history.csv"))
+    (checkpoints / "ckpt-4.index").unlink()
+    (checkpoints / "checkpoint").write_text("garbage {{ not a checkpoint state")
+    (checkpoints / "ckpt-3.data-00000-of-00001").write_bytes(
+        (checkpoints / "ckpt-3.data-00000-of-00001").read_bytes()[:100]  # truncated
+    )
+    results = _tiny_run(tmp_path, verbose=2)
+    printed = capsys.readouterr().out
+    assert f"skipped damaged checkpoint {checkpoints / 'ckpt-3'}" in printed
+    assert f"resuming from {checkpoints / 'ckpt-2'} at epoch 2, optimizer iteration 6." in printed
+    assert (results[1].initial_epoch, results[1].initial_iteration) == (2, 6)
+    history = training.read_history(str(step_dir / "history.csv"))
+    assert history["epoch"] == [0.0, 1.0, 2.0, 3.0]  # epochs 3 and 4 redone, 1 and 2 kept
+    assert history["loss"][:2] == before["loss"][:2]
+    assert _checkpoint_value(str(checkpoints / "ckpt-4"), "optimizer/_iterations") == 12
+
+
+def test_no_intact_checkpoint_stops_naming_the_directory_and_changes_nothing(tmp_path):
+    _tiny_run(tmp_path)
+    checkpoints = tmp_path / "step1" / "checkpoints"
+    for index in checkpoints.glob("ckpt-*.index"):
+        index.write_bytes(b"\0" * 64)
+    files = _files(tmp_path)
+    with pytest.raises(RuntimeError, match=f"No intact checkpoint in {checkpoints}: ckpt-4"):
+        _tiny_run(tmp_path)
+    assert _files(tmp_path) == files  # the history, the damaged files, everything kept
+
+
+def test_each_step_trains_with_the_recipes_weights_and_decay(tmp_path):
+    results = _tiny_run(tmp_path, epochs=1, step="both")
+    for step, binary, decay in ((1, False, 1e-5), (2, True, 0.0)):
+        settings = json.loads((tmp_path / f"step{step}" / "settings.json").read_text())
+        assert (settings["weight_decay"], settings["arguments"]["binary_weights"]) == (
+            decay,
+            binary,
+        )
+        kernel_quantizer = results[step].model.get_layer("bconv").kernel_quantizer
+        assert (kernel_quantizer is not None) is binary
+        assert len(results[step].model.losses) == (1 if decay else 0)
+
+
+def test_other_settings_on_an_existing_run_are_refused_unless_fresh(tmp_path, capsys):
+    _tiny_run(tmp_path, epochs=2)
+    files = _files(tmp_path)
+    with pytest.raises(ValueError, match=r"learning_rate 0.0005 \(now 0.002\)\. .*--fresh"):
+        _tiny_run(tmp_path, epochs=2, learning_rate=2e-3)
+    with pytest.raises(ValueError, match=r"epochs 2 \(now 3\); global_batch_size 16 \(now 8\)"):
+        _tiny_run(tmp_path, epochs=3, batch_size=8)
+    with pytest.raises(ValueError, match=r"data.train_examples 256 \(now 128\)\."):
+        _tiny_run(tmp_path, epochs=2, data_kwargs={"train_examples": 128, "augment": False})
+    assert _files(tmp_path) == files
+    results = _tiny_run(tmp_path, epochs=2, learning_rate=2e-3, fresh=True, verbose=2)
+    assert "Starting over (fresh)" in capsys.readouterr().out
+    assert results[1].initial_epoch == 0
+    settings = json.loads((tmp_path / "step1" / "settings.json").read_text())
+    assert settings["learning_rate"] == 2e-3
+
+
+def test_step2_refuses_to_continue_from_other_step1_weights(tmp_path):
+    _tiny_run(tmp_path, epochs=1, step="both")
+    _tiny_run(tmp_path, epochs=1, step=1, fresh=True)  # step 1 again: other weights
+    with pytest.raises(ValueError, match="step2 was trained with other settings: "
+                       "initial_weights_sha256"):  # fmt: skip
+        _tiny_run(tmp_path, epochs=1, step="both")
+
+
 def _checkpoint_value(prefix: str, name: str):
     reader = tf.train.load_checkpoint(prefix)
     return int(reader.get_tensor(f"{name}/.ATTRIBUTES/VARIABLE_VALUE"))
 
 
 def test_cli_run_killed_by_sigkill_resumes_with_optimizer_state_and_history(
-    tmp_path, monkeypatch, capsys
+    tmp_path, tiny_models_env, capsys
 ):
-    write_tiny_module(tmp_path)
     teacher = tiny_bnn(input_shape=(28, 28, 1), num_classes=10, binary_weights=False)
     teacher.save(tmp_path / "teacher.keras")
     out = tmp_path / "run"
@@ -315,7 +387,7 @@ def test_cli_run_killed_by_sigkill_resumes_with_optimizer_state_and_history(
         "--epochs", "6", "--steps-per-epoch", "20", "--batch-size", "16", "--step", "1",
         "--teacher", str(tmp_path / "teacher.keras"), "--out", str(out), "--verbose", "2",
     ]  # fmt: skip
-    env = subprocess_env(tmp_path)
+    env = tiny_models_env
     checkpoints = out / "step1" / "checkpoints"
     process = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -346,20 +418,25 @@ def test_cli_run_killed_by_sigkill_resumes_with_optimizer_state_and_history(
 
     history = training.read_history(str(out / "step1" / "history.csv"))
     assert history["epoch"] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
-    for column in ("loss", "distillation_loss", "accuracy", "learning_rate"):
+    for column in ("loss", "distillation_loss", "accuracy"):
         assert history[column][:epochs_done] == before[column][:epochs_done], column
-    # the schedule continued from the restored iteration: 5e-4 * (1 - 20 e / 120)
+    # the schedule continued from the restored iteration: 5e-4 * (1 - 20 e / 120), as
+    # TensorBoard logged it at the end of each resumed epoch (the killed run's events may
+    # not have been flushed)
+    rates = tensorboard_scalars(out / "step1" / "logs" / "train", "epoch_learning_rate")
+    resumed = list(range(epochs_done, 6))
+    assert set(resumed) <= set(rates)
     np.testing.assert_allclose(
-        history["learning_rate"], [5e-4 * (1 - (e + 1) / 6) for e in range(6)], atol=1e-9
+        [rates[e] for e in resumed], [5e-4 * (1 - (e + 1) / 6) for e in resumed], atol=1e-9
     )
     final = tf.train.latest_checkpoint(str(checkpoints))
     assert final.endswith("ckpt-6") and _checkpoint_value(final, "optimizer/_iterations") == 120
 
     # `larq-dysign evaluate` on the final weights agrees with Keras' evaluate
     weights = out / "step1" / "tiny_bnn_step1.h5"
-    monkeypatch.syspath_prepend(str(tmp_path))
     capsys.readouterr()
-    arguments = ["evaluate", "tinymodels:tiny_bnn", "--weights", str(weights), "--step", "1"]
+    arguments = ["evaluate", "tinymodels:tiny_bnn", "--weights", str(weights)]
+    arguments += ["--no-binary-weights"]
     arguments += ["--dataset", "fashion_mnist", "--eval-examples", "200", "--verbose", "0"]
     assert cli.main(arguments) == 0
     reported = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

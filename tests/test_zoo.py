@@ -207,11 +207,52 @@ def test_save_and_load_round_trip(name, tmp_path):
         ({"stem": "cifar"}, "stem"),
         ({"width_multiplier": 0}, "width_multiplier"),
         ({"width_multiplier": "half"}, "width_multiplier"),
+        ({"input_shape": "28,28,1"}, r"input_shape .*'28,28,1' of type str"),
+        (
+            {"binary_weights": "false"},
+            "Expected binary_weights to be True or False, but got 'false'",
+        ),
+        (
+            {"input_shape": (32, 32, 3), "input_tensor": tf.keras.Input((28, 28, 1))},
+            r"input_shape to match input_tensor's shape \(28, 28, 1\), but got input_shape="
+            r"\(32, 32, 3\)",
+        ),
     ],
 )
-def test_bad_arguments_are_rejected_before_building(kwargs, message):
+def test_bad_arguments_are_rejected_before_building(kwargs, message, monkeypatch):
+    built = []
+    monkeypatch.setattr(tf.keras, "Model", lambda *a, **k: built.append(a))
     with pytest.raises(ValueError, match=message):
         zoo.ReActNet18(**kwargs)
+    assert built == []
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (
+            {"dysign_options": {"reduction": 4, "bogus": 1}},
+            r"keys of dysign_options to be DySign arguments \(reduction, granularity, "
+            r"statistics, estimator.*\), but got 'bogus'",
+        ),
+        ({"dysign_options": "reduction=4"}, "dysign_options to be a dict .* of type str"),
+        (
+            {"dysign": False, "dysign_options": {"reduction": 4}},
+            r"no dysign_options with dysign=False",
+        ),
+        ({"dyprelu_options": {"reduction": 0}}, r"Invalid dyprelu_options .*reduction"),
+    ],
+)
+def test_bad_dy_options_are_named_before_building(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        zoo.DyResNet18(**kwargs)
+
+
+def test_numpy_integer_shapes_are_accepted():
+    model = zoo.ReActNet18(
+        input_shape=tuple(np.array([28, 28, 1])), num_classes=np.int64(10), width_multiplier=0.25
+    )
+    assert model.input_shape == (None, 28, 28, 1) and model.output_shape == (None, 10)
 
 
 @pytest.mark.parametrize("name", MODELS)

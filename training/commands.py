@@ -3,10 +3,10 @@
 Example:
     ```
     larq-dysign train DyResNet18 --dataset fashion_mnist --epochs 3 --batch-size 64 --out runs/fm
+    larq-dysign evaluate runs/fm                     # the saved model of the last step
+    larq-dysign export runs/fm -o dyresnet18.tflite  # the same file, to LCE TFLite
     larq-dysign train ReActNetA --dataset imagenet2012 --manual-dir /data/imagenet \\
         --epochs 256 --batch-size 64 --strategy mirrored --teacher resnet34.h5 --out runs/ra
-    larq-dysign evaluate DyResNet18 --weights runs/fm/step2/DyResNet18_step2.h5 \\
-        --dataset fashion_mnist
     ```
     Multi-worker: start the same `train` command on every worker with `--strategy
     multiworker` and that worker's `TF_CONFIG`; `--out` must be a directory all workers see.
@@ -16,47 +16,74 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import tempfile
 
-from ..cli import parse_input_shape
+from ..cli import CommandError, positive_int
+from ..zoo.commands import (
+    add_model_arguments,
+    check_model_arguments,
+    check_no_model_flags,
+    model_arguments,
+)
 from . import data, distribute
 
 
-def _model_kwargs(args) -> dict:
-    kwargs = {"stem": args.stem} if args.stem else {}
-    if args.width_multiplier is not None:
-        kwargs["width_multiplier"] = args.width_multiplier
-    return kwargs
-
-
-def _data_kwargs(args, *, train: bool) -> dict:
+def _data_kwargs(args, dataset: str, *, train: bool) -> dict:
     kwargs = {}
     if args.data_dir:
         kwargs["data_dir"] = args.data_dir
-    if args.manual_dir:
-        if args.dataset != "imagenet2012":
-            raise SystemExit("--manual-dir is only for --dataset imagenet2012")
-        kwargs["manual_dir"] = args.manual_dir
-    if args.fashion_mnist_dir:
-        if args.dataset != "fashion_mnist":
-            raise SystemExit("--fashion-mnist-dir is only for --dataset fashion_mnist")
-        kwargs["directory"] = args.fashion_mnist_dir
+    for flag, value, allowed, key in (
+        ("--manual-dir", args.manual_dir, "imagenet2012", "manual_dir"),
+        ("--fashion-mnist-dir", args.fashion_mnist_dir, "fashion_mnist", "directory"),
+    ):
+        if value:
+            if dataset != allowed:
+                raise CommandError(
+                    f"{flag} is only for --dataset {allowed}, got --dataset {dataset}.", status=2
+                )
+            kwargs[key] = value
     if train and args.train_examples:
         kwargs["train_examples"] = args.train_examples
     if train and args.no_augment:
-        if args.dataset == "imagenet2012":
-            raise SystemExit("--no-augment is only for the small datasets")
+        if dataset == "imagenet2012":
+            raise CommandError("--no-augment is only for the small datasets.", status=2)
         kwargs["augment"] = False
     if args.eval_examples:
         kwargs["eval_examples"] = args.eval_examples
     return kwargs
 
 
-def _train(args) -> int:
-    from . import recipe as training  # TensorFlow is imported only when a command runs
+def _check_out_dir(out: str) -> None:
+    """--out must be a directory this process can create and write in, checked before any
+    data is loaded, without leaving anything behind (a temporary file in the nearest
+    existing ancestor)."""
+    existing = os.path.abspath(out)
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    try:
+        if not os.path.isdir(existing):
+            raise NotADirectoryError(f"{existing} is not a directory")
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise CommandError(
+            f"--out {out!r} cannot be used as the output directory: {error}.", status=2
+        ) from error
 
+
+def _train(args) -> int:
+    from . import recipe
+
+    kwargs = model_arguments(args)
+    _, constructor = recipe.resolve_model(args.model)
+    check_model_arguments(args.model, kwargs, constructor=constructor)
+    input_shape = kwargs.pop("input_shape", None)
+    num_classes = kwargs.pop("num_classes", None)
+    _check_out_dir(args.out)
     # MultiWorkerMirroredStrategy must exist before TensorFlow runs any op.
     strategy = distribute.make_strategy(args.strategy, tpu=args.tpu)
-    results = training.train(
+    results = recipe.train(
         args.model,
         dataset=args.dataset,
         out_dir=args.out,
@@ -69,37 +96,64 @@ def _train(args) -> int:
         strategy=strategy,
         learning_rate=args.learning_rate,
         weight_decay=args.weight_decay,
-        input_shape=args.input_shape,
-        num_classes=args.num_classes,
-        model_kwargs=_model_kwargs(args),
-        data_kwargs=_data_kwargs(args, train=True),
+        input_shape=input_shape,
+        num_classes=num_classes,
+        model_kwargs=kwargs,
+        data_kwargs=_data_kwargs(args, args.dataset, train=True),
         init_weights=args.init_weights,
         validate=not args.no_validation,
         validation_steps=args.validation_steps,
         verbose=args.verbose,
         jit_compile=args.jit_compile,
+        fresh=args.fresh,
     )
     for step, result in results.items():
         last = {key: values[-1] for key, values in result.history.items() if values}
-        print(f"step {step}: {json.dumps(last, sort_keys=True)} -> {result.weights_path}")
+        print(f"step {step}: {json.dumps(last, sort_keys=True)} -> {result.model_path}")
+    last = results[max(results)]
+    print(f"Export it: larq-dysign export {last.model_path} -o {_tflite_name(last)}")
     return 0
 
 
-def _evaluate(args) -> int:
-    from . import recipe as training
+def _tflite_name(result) -> str:
+    return os.path.splitext(os.path.basename(result.model_path))[0].lower() + ".tflite"
 
+
+def _evaluate(args) -> int:
+    from ..zoo import saved
+    from . import recipe
+
+    kwargs = model_arguments(args)
+    is_saved = saved.looks_like_saved_model(args.model)
+    if is_saved:
+        check_no_model_flags(args)
+    dataset = args.dataset
+    if dataset is None:
+        if not is_saved:
+            raise CommandError("--dataset is required with a zoo model name.", status=2)
+        dataset = saved.read_description(args.model).get("dataset")
+        if dataset is None:
+            raise CommandError(
+                f"{args.model} records no dataset: pass --dataset {{{','.join(data.DATASETS)}}}.",
+                status=2,
+            )
+    binary_weights = kwargs.pop("binary_weights", True)
+    weights = kwargs.pop("weights", None)
+    if not is_saved:
+        _, constructor = recipe.resolve_model(args.model)
+        check_model_arguments(args.model, kwargs, constructor=constructor)
     strategy = distribute.make_strategy(args.strategy, tpu=args.tpu)
-    results = training.evaluate(
+    results = recipe.evaluate(
         args.model,
-        weights=args.weights,
-        dataset=args.dataset,
+        weights=weights,
+        dataset=dataset,
         batch_size=args.batch_size,
-        step=int(args.step),
+        step=2 if binary_weights else 1,
         strategy=strategy,
-        input_shape=args.input_shape,
-        num_classes=args.num_classes,
-        model_kwargs=_model_kwargs(args),
-        data_kwargs=_data_kwargs(args, train=False),
+        input_shape=kwargs.pop("input_shape", None),
+        num_classes=kwargs.pop("num_classes", None),
+        model_kwargs=kwargs or None,
+        data_kwargs=_data_kwargs(args, dataset, train=False),
         steps=args.steps,
         verbose=args.verbose,
     )
@@ -107,36 +161,29 @@ def _evaluate(args) -> int:
     return 0
 
 
-def _common_arguments(parser: argparse.ArgumentParser) -> None:
+def _common_arguments(parser: argparse.ArgumentParser, *, dataset_required: bool) -> None:
     parser.add_argument(
-        "model", help='a zoo model (see `larq-dysign models`) or "module:function"'
+        "--dataset",
+        required=dataset_required,
+        choices=sorted(data.DATASETS),
+        help=None if dataset_required else "default: the one a saved model was trained on",
     )
-    parser.add_argument("--dataset", required=True, choices=sorted(data.DATASETS))
     parser.add_argument(
-        "--batch-size", type=int, default=64, help="per-replica batch size (default 64)"
+        "--batch-size",
+        type=positive_int,
+        default=64,
+        help="per-replica batch size (default 64)",
     )
     parser.add_argument(
         "--strategy", default="default", choices=distribute.STRATEGIES, help="tf.distribute"
     )
     parser.add_argument("--tpu", help="TPU name or grpc:// address (with --strategy tpu)")
-    parser.add_argument(
-        "--input-shape",
-        type=parse_input_shape,
-        help="H,W,C of the model input (default: the dataset's)",
-    )
-    parser.add_argument("--num-classes", type=int, help="default: the dataset's")
-    parser.add_argument(
-        "--stem",
-        choices=("auto", "imagenet", "small"),
-        help='zoo stem (default "auto": small below 112 px)',
-    )
-    parser.add_argument(
-        "--width-multiplier", type=float, help="scale every width of a zoo model (default 1.0)"
-    )
     parser.add_argument("--data-dir", help="TFDS data directory")
     parser.add_argument("--manual-dir", help="directory of the ILSVRC2012 tar files")
     parser.add_argument("--fashion-mnist-dir", help="directory of the Fashion-MNIST IDX files")
-    parser.add_argument("--eval-examples", type=int, help="use only the first N eval examples")
+    parser.add_argument(
+        "--eval-examples", type=positive_int, help="use only the first N eval examples"
+    )
     parser.add_argument(
         "--verbose",
         type=int,
@@ -155,12 +202,18 @@ def add_commands(subparsers) -> None:
             "Step 1: binary activations, real weights, weight decay 1e-5; step 2: binary "
             "weights initialized from step 1, no weight decay. Adam, learning rate decaying "
             "linearly to 0; optional distillation from a full-precision teacher. Checkpoints "
-            "every epoch: the same command resumes an interrupted run."
+            "every epoch: the same command resumes an interrupted run (from the newest intact "
+            "checkpoint); other settings on an existing --out are refused unless --fresh. Each "
+            "step ends by saving the model as <out>/step<N>/<Model>_step<N>.keras with a .json "
+            "describing it: `evaluate`, `export` and `publish-weights` take it as MODEL."
         ),
     )
-    _common_arguments(train)
-    train.add_argument("--epochs", type=int, required=True, help="epochs of each step")
-    train.add_argument("--steps-per-epoch", type=int, help="default: one pass over the data")
+    add_model_arguments(train, saved_models=False, weights=False, binary_weights=False)
+    _common_arguments(train, dataset_required=True)
+    train.add_argument("--epochs", type=positive_int, required=True, help="epochs of each step")
+    train.add_argument(
+        "--steps-per-epoch", type=positive_int, help="default: one pass over the data"
+    )
     train.add_argument("--step", choices=("1", "2", "both"), default="both")
     train.add_argument("--teacher", help="a saved full-precision Keras model (.h5/.keras/dir)")
     train.add_argument(
@@ -171,6 +224,11 @@ def add_commands(subparsers) -> None:
     )
     train.add_argument("--out", required=True, help="output directory")
     train.add_argument(
+        "--fresh",
+        action="store_true",
+        help="delete an earlier run's step directories in --out and start over",
+    )
+    train.add_argument(
         "--learning-rate",
         type=float,
         default=5e-4,
@@ -178,11 +236,15 @@ def add_commands(subparsers) -> None:
     )
     train.add_argument("--weight-decay", type=float, help="override the recipe's per step")
     train.add_argument("--init-weights", help="step-1 weights for --step 2")
-    train.add_argument("--train-examples", type=int, help="use only the first N train examples")
+    train.add_argument(
+        "--train-examples", type=positive_int, help="use only the first N train examples"
+    )
     train.add_argument(
         "--no-augment", action="store_true", help="no pad-crop-flip (cifar10, fashion_mnist)"
     )
-    train.add_argument("--validation-steps", type=int, help="default: the whole eval split")
+    train.add_argument(
+        "--validation-steps", type=positive_int, help="default: the whole eval split"
+    )
     train.add_argument("--no-validation", action="store_true", help="skip per-epoch evaluation")
     train.add_argument(
         "--jit-compile",
@@ -191,11 +253,13 @@ def add_commands(subparsers) -> None:
     )
     train.set_defaults(func=_train)
 
-    evaluate = subparsers.add_parser("evaluate", help="loss and accuracy on the eval split")
-    _common_arguments(evaluate)
-    evaluate.add_argument("--weights", required=True, help="weights written by `train`")
-    evaluate.add_argument(
-        "--step", choices=("1", "2"), default="2", help="2: binary weights (default)"
+    evaluate = subparsers.add_parser(
+        "evaluate",
+        help="loss and accuracy on the eval split",
+        description="Evaluate a saved model of `larq-dysign train` (MODEL: its .keras, .json "
+        "or run directory), or a zoo model with --weights.",
     )
-    evaluate.add_argument("--steps", type=int, help="batches to evaluate (default: all)")
+    add_model_arguments(evaluate)
+    _common_arguments(evaluate, dataset_required=False)
+    evaluate.add_argument("--steps", type=positive_int, help="batches to evaluate (default: all)")
     evaluate.set_defaults(func=_evaluate)

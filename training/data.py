@@ -31,6 +31,8 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
+from ..checks import check_positive_int
+from ..files import atomic_path
 from ..zoo.imagenet import normalize
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -207,8 +209,7 @@ def _finish(
 
 
 def _check_batch_size(batch_size) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"Expected batch_size to be a positive integer, but got {batch_size!r}.")
+    check_positive_int("batch_size", batch_size)
 
 
 def _subset(dataset: tf.data.Dataset, examples: int | None) -> tf.data.Dataset:
@@ -521,10 +522,8 @@ def write_idx(path: str, array: np.ndarray) -> None:
         int(d).to_bytes(4, "big") for d in array.shape
     )
     opener = gzip.open if path.endswith(".gz") else open
-    part = f"{path}.part"
-    with opener(part, "wb") as f:
+    with atomic_path(path) as tmp, opener(tmp, "wb") as f:
         f.write(header + np.ascontiguousarray(array).tobytes())
-    os.replace(part, path)
 
 
 def _fashion_mnist_candidates(directory: str | None) -> list[str]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
 
@@ -41,13 +40,6 @@ def run(
 ) -> dict:
     """Train, evaluate, export, verify and time; returns the figures it prints."""
     training_dir = os.path.join(out_dir, "training")
-    if os.path.isdir(training_dir) and not resume:
-        # `train` resumes from checkpoints: a finished earlier demo would be restored, not
-        # retrained, whatever the arguments now
-        print(
-            f"Removing the previous demo's training directory {training_dir} (--resume keeps it)."
-        )
-        shutil.rmtree(training_dir)
     started = time.perf_counter()
     results = training.train(
         MODEL,
@@ -61,8 +53,10 @@ def run(
         validation_steps=8,
         verbose=1,
         jit_compile=True,
+        fresh=not resume,  # a finished earlier demo would be restored, not retrained
     )
-    model = results[max(results)].model
+    final = results[max(results)]
+    model = final.model
     train_seconds = time.perf_counter() - started
 
     x_test, y_test = data.load_fashion_mnist_arrays("test")
@@ -83,6 +77,8 @@ def run(
         "train_seconds": round(train_seconds, 1),
         "test_accuracy_keras": keras_accuracy,
         "tflite_path": os.path.abspath(tflite_path),
+        "model_path": os.path.abspath(final.model_path),
+        "export_command": f"larq-dysign export {final.model_path} -o {tflite_path}",
         "tflite_bytes": report.file_bytes,
         "parity": parity.as_dict(),
         "latency_ms_host": latency.as_dict(),
@@ -98,6 +94,8 @@ def run(
     print(parity)
     print(latency)
     print(f"\nThe .tflite is at {os.path.abspath(tflite_path)}")
+    print(f"The trained model is saved whole at {final.model_path}; to rebuild the .tflite:")
+    print(f"  larq-dysign export {final.model_path} -o {tflite_path}")
     print("Run it on a Raspberry Pi with LCE's runtime: see docs/raspberry-pi.md.")
     print(f"Figures written to {os.path.join(out_dir, 'demo_report.json')}")
     return figures

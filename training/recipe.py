@@ -50,14 +50,23 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import importlib
+import io
+import json
 import logging
 import os
 import re
+import shutil
 from collections.abc import Callable
 
+import numpy as np
 import tensorflow as tf
 
+from ..checks import check_positive_int
+from ..files import atomic_path, write_atomically, write_json
+from ..zoo import saved as zoo_saved
+from ..zoo import weights as zoo_weights
 from . import data as data_module
 from . import distribute
 from .distill import Distiller, load_teacher
@@ -89,6 +98,8 @@ class StepResult:
         history: the CSV history, `{column: [value per epoch]}`, all epochs (resumed ones too).
         directory: the step's output directory.
         weights_path: the final weights (`<Model>_step<N>.h5`).
+        model_path: the final model, whole (`<Model>_step<N>.keras`, described by the
+            `.json` beside it).
         initial_epoch: the epoch training started from (> 0 after a resume).
         initial_iteration: the optimizer's iteration count when training started.
     """
@@ -98,6 +109,7 @@ class StepResult:
     history: dict[str, list[float]]
     directory: str
     weights_path: str
+    model_path: str
     initial_epoch: int
     initial_iteration: int
 
@@ -117,10 +129,7 @@ def linear_decay(
     """
     if not learning_rate > 0:
         raise ValueError(f"Expected learning_rate > 0, but got {learning_rate!r}.")
-    if isinstance(decay_steps, bool) or not isinstance(decay_steps, int) or decay_steps < 1:
-        raise ValueError(
-            f"Expected decay_steps to be a positive integer, but got {decay_steps!r}."
-        )
+    check_positive_int("decay_steps", decay_steps)
     return tf.keras.optimizers.schedules.PolynomialDecay(
         learning_rate, decay_steps, end_learning_rate=0.0, power=1.0
     )
@@ -156,45 +165,20 @@ def add_weight_decay(model: tf.keras.Model, weight_decay: float) -> list[tf.Vari
     return weights
 
 
-_UNIQUIFIER = re.compile(r"_\d+$")
-
-
-def _layer_signature(model: tf.keras.Model) -> list[tuple[str, list[tuple]]]:
-    return [
-        (layer.name, [tuple(w.shape) for w in layer.weights])
-        for layer in model.layers
-        if layer.weights
-    ]
-
-
 def transfer_weights(source: tf.keras.Model, target: tf.keras.Model) -> None:
     """Copy every weight of `source` into `target`, layer by layer, after checking they fit.
 
     Details:
-        Layers with weights are paired in order; each pair must have the same name and
-        weight shapes (a trailing `_<n>`, which Keras appends to automatic names when a
-        model is built twice in one session, is ignored). Step 1 -> step 2 of the recipe
-        always fits: the models differ only in their kernel quantizers.
+        The zoo's one compatibility check (`larq_dysign.zoo.weights.check_compatible`, the
+        one every checkpoint load makes): layers with weights are paired in order and must
+        have the same names (ignoring the `_<n>` Keras appends when a model is built twice
+        in a session) and weight shapes. Step 1 -> step 2 of the recipe always fits: the
+        models differ only in their kernel quantizers.
 
     Raises:
-        ValueError: naming the first layer whose name or shapes differ, or the layer count.
+        ValueError: naming the first layer whose name or shapes differ.
     """
-    ours, theirs = _layer_signature(source), _layer_signature(target)
-    if len(ours) != len(theirs):
-        raise ValueError(
-            f"Expected {target.name} to have as many layers with weights as {source.name} "
-            f"({len(ours)}), but it has {len(theirs)}."
-        )
-    for index, ((name, shapes), (target_name, target_shapes)) in enumerate(zip(ours, theirs)):
-        if (
-            _UNIQUIFIER.sub("", name) != _UNIQUIFIER.sub("", target_name)
-            or shapes != target_shapes
-        ):
-            raise ValueError(
-                f"Cannot transfer weights from {source.name} to {target.name}: layer #{index} "
-                f"is {name!r} with shapes {shapes} in the source but {target_name!r} with "
-                f"shapes {target_shapes} in the target."
-            )
+    zoo_weights.check_compatible(target, source)
     source_layers = [layer for layer in source.layers if layer.weights]
     target_layers = [layer for layer in target.layers if layer.weights]
     for source_layer, target_layer in zip(source_layers, target_layers):
@@ -301,39 +285,6 @@ def compile_for_training(
 # ---------------------------------------------------------------------------- checkpoints
 
 
-class EpochCheckpoint(tf.keras.callbacks.Callback):
-    """Saves a `tf.train.Checkpoint` (model, optimizer, epoch) after every epoch.
-
-    Checkpoint `n` holds the state after `n` epochs; `epoch` records `n`, the epoch to
-    resume from. Place it after `CSVLogger`: every checkpointed epoch then has its CSV row,
-    and a row written just before a kill, without its checkpoint, is removed on resume by
-    `truncate_history` (the epoch runs again).
-    """
-
-    def __init__(self, manager: tf.train.CheckpointManager, epoch: tf.Variable):
-        super().__init__()
-        self.manager = manager
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.epoch.assign(epoch + 1)
-        self.manager.save(checkpoint_number=epoch + 1)
-
-
-class LearningRateLogger(tf.keras.callbacks.Callback):
-    """Adds `learning_rate` to each epoch's logs (CSV, TensorBoard): the schedule's value at
-    the optimizer's iteration count, i.e. the rate of the next update (0 once decayed)."""
-
-    def __init__(self, schedule: tf.keras.optimizers.schedules.LearningRateSchedule):
-        super().__init__()
-        self.schedule = schedule
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            rate = self.schedule(self.model.optimizer.iterations)
-            logs["learning_rate"] = float(tf.keras.backend.get_value(rate))
-
-
 def read_history(path: str) -> dict[str, list[float]]:
     """A `CSVLogger` file as `{column: [float per epoch]}` (empty if there is no file).
 
@@ -372,10 +323,135 @@ def truncate_history(path: str, epochs: int) -> None:
             return False
 
     kept = [rows[0]] + [row for row in rows[1:] if keep(row)]
-    part = f"{path}.part"
-    with open(part, "w", newline="") as f:
-        csv.writer(f).writerows(kept)
-    os.replace(part, path)
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(kept)
+    write_atomically(path, buffer.getvalue())
+
+
+class EpochCheckpoint(tf.keras.callbacks.Callback):
+    """Saves a `tf.train.Checkpoint` (model, optimizer, epoch) after every epoch.
+
+    Checkpoint `n` holds the state after `n` epochs; `epoch` records `n`, the epoch to
+    resume from. Keras' `BackupAndRestore` keeps one checkpoint and deletes it when training
+    ends; this keeps the last three, so a damaged newest one falls back to an older one
+    (`restore_latest_intact`), and the last one marks a finished step. Place it after
+    `CSVLogger`: every checkpointed epoch then has its CSV row, and a row written just before
+    a kill, without its checkpoint, is removed on resume by `truncate_history`.
+    """
+
+    def __init__(self, manager: tf.train.CheckpointManager, epoch: tf.Variable):
+        super().__init__()
+        self.manager = manager
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch.assign(epoch + 1)
+        self.manager.save(checkpoint_number=epoch + 1)
+
+
+_CHECKPOINT_NUMBER = re.compile(r"ckpt-(\d+)\.index$")
+
+
+def restore_latest_intact(
+    checkpoint: tf.train.Checkpoint, directory: str
+) -> tuple[str | None, list[tuple[str, str]]]:
+    """Restore the newest checkpoint in `directory` that reads back whole.
+
+    Checkpoints are found by their `ckpt-<n>.index` files, not by the `checkpoint` state
+    file (which a crash or a user can damage), and tried newest first; one whose index or
+    data is missing, truncated or fails TensorFlow's checksums is skipped.
+
+    Returns:
+        The restored prefix (None when the directory holds no checkpoint), and the skipped
+        ones as `(prefix, reason)`.
+
+    Raises:
+        RuntimeError: checkpoints exist but none is intact (naming the directory).
+    """
+    if not os.path.isdir(directory):
+        return None, []
+    numbered = [
+        (int(match.group(1)), os.path.join(directory, name[: -len(".index")]))
+        for name in os.listdir(directory)
+        if (match := _CHECKPOINT_NUMBER.fullmatch(name))
+    ]
+    skipped = []
+    for _, prefix in sorted(numbered, reverse=True):
+        try:
+            checkpoint.restore(prefix).assert_existing_objects_matched()
+        except Exception as error:  # noqa: BLE001 (TF raises OpError, IndexError, ... on damage)
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+            skipped.append((prefix, f"{type(error).__name__}: {reason}"))
+            continue
+        return prefix, skipped
+    if skipped:
+        raise RuntimeError(
+            f"No intact checkpoint in {directory}: "
+            + "; ".join(f"{os.path.basename(p)} ({reason})" for p, reason in skipped)
+            + ". Nothing was changed; pass fresh=True (--fresh) to start this step over."
+        )
+    return None, []
+
+
+def weights_digest(model: tf.keras.Model) -> str:
+    """sha256 of every weight's values, in the model's order: identifies the exact state a
+    recipe step started from (step 2's record of the step-1 weights it was given)."""
+    digest = hashlib.sha256()
+    for value in model.get_weights():
+        digest.update(np.ascontiguousarray(value).tobytes())
+    return digest.hexdigest()
+
+
+SETTINGS_FILE = "settings.json"
+#: Settings that do not change what a step computes: a resumed run may change them.
+_FREE_SETTINGS = ("jit_compile",)
+
+
+def json_round_trip(value):
+    """`value` as it reads back from JSON (tuples become lists)."""
+    return json.loads(json.dumps(value))
+
+
+def _differences(key: str, recorded, current) -> list[str]:
+    """ "key recorded (now current)" for each differing leaf, nested keys joined by dots."""
+    if isinstance(recorded, dict) and isinstance(current, dict):
+        return [
+            difference
+            for name in sorted(set(recorded) | set(current))
+            for difference in _differences(f"{key}.{name}", recorded.get(name), current.get(name))
+        ]
+    return [] if recorded == current else [f"{key} {recorded!r} (now {current!r})"]
+
+
+def _check_settings(directory: str, settings: dict, *, has_checkpoints: bool) -> None:
+    """Refuse to continue a step directory that was trained with other settings."""
+    path = os.path.join(directory, SETTINGS_FILE)
+    if not os.path.exists(path):
+        if has_checkpoints:
+            raise ValueError(
+                f"{directory} holds checkpoints but no {SETTINGS_FILE}: it was not written by "
+                "this version of larq-dysign. Pass fresh=True (--fresh) to start this step "
+                "over, or choose another output directory."
+            )
+        return
+    with open(path) as f:
+        try:
+            recorded = json.load(f)
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f"{path} is damaged ({error}); pass fresh=True (--fresh) to start over."
+            ) from error
+    differences = [
+        difference
+        for key in sorted(set(recorded) | set(settings))
+        if key not in _FREE_SETTINGS
+        for difference in _differences(key, recorded.get(key), json_round_trip(settings.get(key)))
+    ]
+    if differences:
+        raise ValueError(
+            f"{directory} was trained with other settings: {'; '.join(differences)}. Pass "
+            "fresh=True (--fresh) to start over, or choose another output directory."
+        )
 
 
 # ---------------------------------------------------------------------------- training
@@ -383,14 +459,7 @@ def truncate_history(path: str, epochs: int) -> None:
 
 def _steps_per_epoch(steps_per_epoch, train_examples, info, global_batch) -> int:
     if steps_per_epoch is not None:
-        if (
-            isinstance(steps_per_epoch, bool)
-            or not isinstance(steps_per_epoch, int)
-            or steps_per_epoch < 1
-        ):
-            raise ValueError(
-                f"Expected steps_per_epoch to be a positive integer, but got {steps_per_epoch!r}."
-            )
+        check_positive_int("steps_per_epoch", steps_per_epoch)
         return steps_per_epoch
     examples = min(train_examples or info.train_examples, info.train_examples)
     if examples < global_batch:
@@ -399,6 +468,12 @@ def _steps_per_epoch(steps_per_epoch, train_examples, info, global_batch) -> int
             f"the dataset has {examples}."
         )
     return examples // global_batch
+
+
+def _teacher_name(teacher) -> str | None:
+    if teacher is None or isinstance(teacher, str | os.PathLike):
+        return None if teacher is None else os.path.abspath(os.fspath(teacher))
+    return getattr(teacher, "name", type(teacher).__name__)
 
 
 def run_step(
@@ -423,26 +498,38 @@ def run_step(
     callbacks: list | None = None,
     verbose: int | str = "auto",
     jit_compile: bool = False,
+    settings: dict | None = None,
 ) -> StepResult:
     """Train one step of the recipe, resuming from `out_dir/step<N>/checkpoints` if any.
 
     Details:
         Builds the student (and compiles it, or a `Distiller` with `teacher`) inside
         `strategy.scope()`; copies `initial_model`'s weights into it (step 2: the step-1
-        model) with `transfer_weights`; then, if a checkpoint exists, restores model,
-        optimizer (iteration count, Adam moments) and epoch from the latest and continues
-        from there. `pipelines.train` must be batched with the global batch; it is
-        repeated, and each epoch is `steps_per_epoch` updates. The chief worker writes the
-        files listed in the module docstring; other workers write scratch copies.
+        model) with `transfer_weights`; then restores model, optimizer (iteration count,
+        Adam moments) and epoch from the newest intact checkpoint, if any, and continues
+        from there. `settings` (the step's recipe, see `train`) are written to
+        `step<N>/settings.json` on the first run and must match on a resumed one.
+        `pipelines.train` must be batched with the global batch; it is repeated, and each
+        epoch is `steps_per_epoch` updates. The chief worker writes the files listed in the
+        module docstring; other workers write scratch copies.
 
     Returns:
         A `StepResult`.
+
+    Raises:
+        ValueError: the step directory was trained with other settings.
+        RuntimeError: it holds checkpoints, none of them intact.
     """
     directory = os.path.join(out_dir, f"step{step}")
     write_dir = distribute.worker_directory(directory, strategy)
-    os.makedirs(write_dir, exist_ok=True)
-    name, _ = resolve_model(model)
+    name, constructor = resolve_model(model)
     decay = RECIPE[step].weight_decay if weight_decay is None else weight_decay
+    arguments = {
+        "input_shape": tuple(input_shape),
+        "num_classes": num_classes,
+        "binary_weights": RECIPE[step].binary_weights,
+        **(model_kwargs or {}),
+    }
 
     with strategy.scope():
         student = build_model(
@@ -465,20 +552,32 @@ def run_step(
             label_weight=label_weight,
             jit_compile=jit_compile,
         )
-        latest = tf.train.latest_checkpoint(os.path.join(directory, "checkpoints"))
-        if latest:
-            optimizer.build(student.trainable_variables)  # slots must exist to be restored
+        optimizer.build(student.trainable_variables)  # slots must exist to be restored
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     checkpoint = tf.train.Checkpoint(model=student, optimizer=optimizer, epoch=epoch)
+    checkpoint_dir = os.path.join(directory, "checkpoints")
+    has_checkpoints = os.path.isdir(checkpoint_dir) and any(
+        _CHECKPOINT_NUMBER.fullmatch(n) for n in os.listdir(checkpoint_dir)
+    )
+    settings = dict(settings or {})
+    if initial_model is not None:
+        settings["initial_weights_sha256"] = weights_digest(initial_model)
+    _check_settings(directory, settings, has_checkpoints=has_checkpoints)
+    latest, skipped = restore_latest_intact(checkpoint, checkpoint_dir)
+    os.makedirs(write_dir, exist_ok=True)
+    if write_dir == directory:
+        write_json(os.path.join(directory, SETTINGS_FILE), settings)
     manager = tf.train.CheckpointManager(
         checkpoint,
         os.path.join(write_dir, "checkpoints"),
         max_to_keep=3 if write_dir == directory else 1,
     )
-    if latest:
-        checkpoint.restore(latest).assert_existing_objects_matched()
     initial_epoch = int(epoch.numpy())
     initial_iteration = int(optimizer.iterations.numpy())
+    for prefix, reason in skipped:
+        logger.warning("Step %d: skipped damaged checkpoint %s (%s).", step, prefix, reason)
+        if verbose:
+            print(f"Step {step}: skipped damaged checkpoint {prefix} ({reason}).")
     if latest:
         logger.info(
             "Step %d: resuming from %s (epoch %d, optimizer iteration %d).",
@@ -488,17 +587,18 @@ def run_step(
             initial_iteration,
         )
         if verbose:
+            finished = " (finished: nothing to train)" if initial_epoch >= epochs else ""
             print(
                 f"Step {step}: resuming from {latest} at epoch {initial_epoch}, "
-                f"optimizer iteration {initial_iteration}."
+                f"optimizer iteration {initial_iteration}.{finished}"
             )
 
     history_path = os.path.join(write_dir, "history.csv")
     truncate_history(history_path, initial_epoch)
     step_callbacks = [
-        LearningRateLogger(schedule),
         tf.keras.callbacks.CSVLogger(history_path, append=True),
         EpochCheckpoint(manager, epoch),
+        # logs the learning rate too (its `epoch_learning_rate` scalar)
         tf.keras.callbacks.TensorBoard(
             os.path.join(write_dir, "logs"), write_graph=False, profile_batch=0
         ),
@@ -517,7 +617,20 @@ def run_step(
         )
 
     weights_path = os.path.join(write_dir, f"{name}_step{step}.h5")
-    student.save_weights(weights_path, save_format="h5")
+    with atomic_path(weights_path) as tmp:
+        student.save_weights(tmp, save_format="h5")
+    history = read_history(history_path)
+    zoo_saved.save_model(
+        student,
+        os.path.join(write_dir, f"{name}_step{step}.keras"),
+        model_name=name,
+        constructor=constructor,
+        arguments=arguments,
+        dataset=settings.get("dataset"),
+        step=step,
+        recipe=settings,
+        final_metrics={key: values[-1] for key, values in history.items() if values},
+    )
     distribute.remove_worker_directory(directory, strategy)
     return StepResult(
         step=step,
@@ -525,6 +638,7 @@ def run_step(
         history=read_history(os.path.join(directory, "history.csv")),
         directory=directory,
         weights_path=os.path.join(directory, f"{name}_step{step}.h5"),
+        model_path=os.path.join(directory, f"{name}_step{step}.keras"),
         initial_epoch=initial_epoch,
         initial_iteration=initial_iteration,
     )
@@ -561,6 +675,7 @@ def train(
     callbacks: list | None = None,
     verbose: int | str = "auto",
     jit_compile: bool = False,
+    fresh: bool = False,
 ) -> dict[int, StepResult]:
     """Train a zoo model with ReActNet's two-step recipe (see the module docstring).
 
@@ -568,8 +683,16 @@ def train(
         Step 1 trains with real weights, step 2 with binary weights starting from step 1's
         (in memory when step 1 ran or was restored in this call; else from `init_weights`,
         default `out_dir/step1/<Model>_step1.h5`). Each step runs `epochs` epochs and
-        resumes from its own checkpoints, so running the same call again after a crash
-        continues where it stopped (a finished step is restored, not retrained).
+        resumes from its own newest intact checkpoint, so running the same call again after
+        a crash continues where it stopped (a finished step is restored, not retrained).
+        Each step directory records its settings (`step<N>/settings.json`: model and every
+        constructor argument, dataset and data options, epochs, steps per epoch, global
+        batch, learning rate, weight decay, teacher, the digest of its initial weights);
+        running it again with other settings raises, naming the differences, unless
+        `fresh=True`, which deletes the directories of the steps to run first. Each step
+        ends by saving the whole model as `<Model>_step<N>.keras` beside
+        `<Model>_step<N>.json` (`larq_dysign.zoo.load_saved_model` reads both), and its
+        weights as `<Model>_step<N>.h5`.
 
     Example:
         ```python
@@ -582,7 +705,7 @@ def train(
         model: a zoo model name, "module:function", or a constructor taking
             `input_shape`, `num_classes`, `binary_weights` (and `model_kwargs`).
         dataset: "imagenet2012", "cifar10" or "fashion_mnist" (`larq_dysign.training.data`).
-        out_dir: output directory (checkpoints, logs, CSV history, weights per step).
+        out_dir: output directory (checkpoints, logs, CSV history, saved models per step).
         epochs: epochs of each step.
         batch_size: per-replica batch size; the global batch is this times the replicas.
         step: 1, 2 or "both".
@@ -602,21 +725,24 @@ def train(
         verbose: Keras' `fit` verbosity ("auto", 0, 1 = progress bar, 2 = one line).
         jit_compile: compile the train step with XLA (see `compile_for_training`); about
             2x faster for ResNets on 28x28 inputs on CPU, after a longer first step.
+        fresh: delete the step directories of an earlier run in `out_dir` and start over.
 
     Returns:
         `{step: StepResult}` for the steps run.
 
     Raises:
-        ValueError: a bad argument (unknown model, dataset, step or strategy, ...).
+        ValueError: a bad argument (unknown model, dataset, step or strategy, ...), or an
+            `out_dir` trained with other settings.
         FileNotFoundError: `step=2` without step-1 weights.
+        RuntimeError: a step directory holds checkpoints, none of them intact.
     """
     steps = _step_list(step)
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"Expected epochs to be a positive integer, but got {epochs!r}.")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"Expected batch_size to be a positive integer, but got {batch_size!r}.")
+    check_positive_int("epochs", epochs)
+    check_positive_int("batch_size", batch_size)
+    if not isinstance(fresh, bool):
+        raise ValueError(f"Expected fresh to be True or False, but got {fresh!r}.")
     info = data_module.dataset_info(dataset)
-    name, _ = resolve_model(model)
+    name, constructor = resolve_model(model)
     if isinstance(strategy, str):
         strategy = distribute.make_strategy(strategy)
     input_shape = tuple(input_shape or info.input_shape)
@@ -626,6 +752,24 @@ def train(
     steps_per_epoch = _steps_per_epoch(
         steps_per_epoch, data_kwargs.get("train_examples"), info, global_batch
     )
+    # every argument is checked before anything is written or deleted: the constructor
+    # validates its own (a throwaway build, seconds even for ImageNet models)
+    zoo_saved.constructor_arguments(constructor, **(model_kwargs or {}))
+    with strategy.scope():
+        build_model(
+            model,
+            step=steps[0],
+            input_shape=input_shape,
+            num_classes=num_classes,
+            model_kwargs=model_kwargs,
+        )
+    if fresh:
+        for current in steps:
+            directory = os.path.join(out_dir, f"step{current}")
+            if os.path.isdir(directory) and distribute.is_chief(strategy):
+                if verbose:
+                    print(f"Starting over (fresh): removing {directory}.")
+                shutil.rmtree(directory)
     initial_model = None
     if steps == [2]:
         init_weights = init_weights or os.path.join(out_dir, "step1", f"{name}_step1.h5")
@@ -645,6 +789,7 @@ def train(
             initial_model.load_weights(init_weights)
 
     pipelines = data_module.load(dataset, batch_size=global_batch, **data_kwargs)
+    teacher_name = _teacher_name(teacher)
     if teacher is not None:
         with strategy.scope():
             teacher = load_teacher(teacher)
@@ -657,6 +802,28 @@ def train(
                 f"replica(s), global batch {global_batch}, {steps_per_epoch} steps per epoch, "
                 f"{epochs} epochs, binary weights {RECIPE[current].binary_weights}."
             )
+        decay = RECIPE[current].weight_decay if weight_decay is None else weight_decay
+        settings = {
+            "model": name,
+            "arguments": zoo_saved.constructor_arguments(
+                constructor,
+                input_shape=input_shape,
+                num_classes=num_classes,
+                binary_weights=RECIPE[current].binary_weights,
+                **(model_kwargs or {}),
+            ),
+            "dataset": dataset,
+            "data": {k: v for k, v in data_kwargs.items() if k in _RESULT_DATA_OPTIONS},
+            "step": current,
+            "epochs": epochs,
+            "steps_per_epoch": steps_per_epoch,
+            "global_batch_size": global_batch,
+            "learning_rate": learning_rate,
+            "weight_decay": decay,
+            "teacher": teacher_name,
+            "label_weight": label_weight if teacher is not None else None,
+            "jit_compile": jit_compile,
+        }
         result = run_step(
             model,
             step=current,
@@ -678,17 +845,23 @@ def train(
             callbacks=callbacks,
             verbose=verbose,
             jit_compile=jit_compile,
+            settings=settings,
         )
         results[current] = result
         initial_model = result.model
     return results
 
 
+#: Data options that change what a step computes (recorded in its settings); the others
+#: (directories) only say where the same data is.
+_RESULT_DATA_OPTIONS = ("train_examples", "augment", "eval_examples")
+
+
 def evaluate(
     model: str | Callable[..., tf.keras.Model],
     *,
-    weights: str,
-    dataset: str,
+    weights: str | None = None,
+    dataset: str | None = None,
     batch_size: int = 64,
     step: int = 2,
     strategy: str | tf.distribute.Strategy = "default",
@@ -703,16 +876,19 @@ def evaluate(
 
     Example:
         ```python
+        evaluate("runs/fm")                      # a saved model or run directory of `train`
         evaluate("ReActNet18", weights="runs/fm/step2/ReActNet18_step2.h5",
-                 dataset="fashion_mnist")   # {"loss": ..., "accuracy": ...}
+                 dataset="fashion_mnist")        # {"loss": ..., "accuracy": ...}
         ```
 
     Args:
-        model: as for `train`.
-        weights: a checkpoint written by `train` (or any file `model.load_weights` reads).
+        model: a saved model written by `train` (`.keras`, its `.json`, or a run directory:
+            built as saved, `dataset` defaults to the one it was trained on), or as for
+            `train` with `weights`.
+        weights: for a zoo model, a checkpoint (anything the zoo's `weights=` takes).
         dataset: "imagenet2012", "cifar10" or "fashion_mnist".
         batch_size: per-replica batch size.
-        step: 2 (binary weights, the final model) or 1 (real weights).
+        step: for a zoo model, 2 (binary weights, the final model) or 1 (real weights).
         strategy, input_shape, num_classes, model_kwargs, data_kwargs: as for `train`.
         steps: batches to evaluate; default the whole split.
         verbose: Keras' `evaluate` verbosity.
@@ -722,28 +898,53 @@ def evaluate(
 
     Raises:
         ValueError: a bad argument.
-        FileNotFoundError: `weights` does not exist.
+        FileNotFoundError: `weights` or the saved model does not exist.
     """
-    info = data_module.dataset_info(dataset)
-    if not os.path.exists(weights) and not os.path.exists(f"{weights}.index"):
-        raise FileNotFoundError(
-            f"Expected weights to be a checkpoint file, but {weights} does not exist."
-        )
     if isinstance(strategy, str):
         strategy = distribute.make_strategy(strategy)
-    input_shape = tuple(input_shape or info.input_shape)
-    num_classes = num_classes or info.num_classes
+    saved = isinstance(model, str) and zoo_saved.looks_like_saved_model(model)
+    if saved:
+        building = {"weights": weights, "input_shape": input_shape, "num_classes": num_classes}
+        given = [key for key, value in building.items() if value is not None]
+        given += ["model_kwargs"] if model_kwargs else []
+        if given:
+            raise ValueError(
+                f"A saved model is evaluated as it was saved: {', '.join(given)} cannot be "
+                f"given with {model!r}."
+            )
+        description = zoo_saved.read_description(model)
+        dataset = dataset or description.get("dataset")
+    info = data_module.dataset_info(dataset)
     with strategy.scope():
-        net = build_model(
-            model,
-            step=step,
-            input_shape=input_shape,
-            num_classes=num_classes,
-            model_kwargs=model_kwargs,
-        )
-        net.load_weights(weights)
+        if saved:
+            net, _ = zoo_saved.load_saved_model(model)
+        else:
+            if weights is None:
+                raise ValueError(
+                    "Expected weights (a checkpoint) for a zoo model name, or a saved model "
+                    f"written by `train` instead of {model!r}."
+                )
+            zoo_model = isinstance(model, str) and ":" not in model
+            net = build_model(
+                model,
+                step=step,
+                input_shape=tuple(input_shape or info.input_shape),
+                num_classes=num_classes or info.num_classes,
+                # zoo constructors load (and check) any checkpoint format themselves
+                model_kwargs={
+                    **(model_kwargs or {}),
+                    **({"weights": weights} if zoo_model else {}),
+                },
+            )
+            if not zoo_model:
+                if not os.path.exists(weights) and not os.path.exists(f"{weights}.index"):
+                    raise FileNotFoundError(
+                        f"Expected weights to be a checkpoint file, but {weights} does not exist."
+                    )
+                net.load_weights(weights)
         net.compile(
-            loss=tf.keras.losses.SparseCategoricalCrossentropy(), metrics=metrics_for(num_classes)
+            loss=tf.keras.losses.SparseCategoricalCrossentropy(),
+            metrics=metrics_for(int(net.output_shape[-1])),
         )
     pipelines = data_module.load(
         dataset, batch_size=batch_size * strategy.num_replicas_in_sync, **(data_kwargs or {})

@@ -15,6 +15,7 @@ from .mobilenet import DyMobileNet, ReActNetA
 from .reactnet_import import import_reactnet
 from .registry import get_model, get_model_constructor, list_models
 from .resnet import DyResNet18, ReActNet18
+from .saved import load_saved_model, read_description, save_model
 from .weights import get_weights_file, publish_weights, register_weights
 
 __all__ = [
@@ -30,8 +31,11 @@ __all__ = [
     "get_weights_file",
     "import_reactnet",
     "list_models",
+    "load_saved_model",
     "normalize",
     "preprocess_input",
     "publish_weights",
+    "read_description",
     "register_weights",
+    "save_model",
 ]

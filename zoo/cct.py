@@ -13,6 +13,7 @@ import dataclasses
 
 import tensorflow as tf
 
+from ..checks import check_positive_int
 from ..layers import BinaryDense, PositionEmbedding, ScaledDotProductAttention
 from . import common
 from .registry import register_model
@@ -86,13 +87,8 @@ def _check_cct_arguments(*, variant, num_layers, mlp_activation, dyprelu) -> Non
             f"Expected variant to be one of {', '.join(map(repr, VARIANTS))} or None (chosen "
             f"by input size), but got {variant!r}."
         )
-    if num_layers is not None and (
-        isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1
-    ):
-        raise ValueError(
-            f"Expected num_layers to be a positive integer or None (the variant's), but got "
-            f"{num_layers!r}."
-        )
+    if num_layers is not None:  # None: the variant's
+        check_positive_int("num_layers", num_layers)
     if mlp_activation not in MLP_ACTIVATIONS:
         raise ValueError(
             f"Expected mlp_activation to be one of {', '.join(map(repr, MLP_ACTIVATIONS))}, "
@@ -225,6 +221,7 @@ def _cct(
         include_top=include_top,
         num_classes=num_classes,
         width_multiplier=width_multiplier,
+        input_tensor=input_tensor,
     )
     _check_cct_arguments(
         variant=variant,

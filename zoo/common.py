@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import numbers
 
 import larq as lq
 import tensorflow as tf
 
+from ..checks import check_bool, check_choice, check_positive_int
 from ..layers import DyPReLU, DySign, RPReLU, RSign
 from . import weights as weights_module
 from .pytorch_padding import PADDINGS
@@ -25,6 +28,7 @@ def check_common_arguments(
     num_classes: int,
     stem: str = "auto",
     width_multiplier: float = 1.0,
+    input_tensor=None,
     padding: str | None = None,
 ) -> None:
     """Validate the arguments every zoo constructor takes, before any work.
@@ -33,30 +37,35 @@ def check_common_arguments(
         ValueError: naming the argument, the value received and what is allowed.
     """
     if input_shape is not None:
-        shape = tuple(input_shape)
-        if len(shape) != 3 or not all(isinstance(d, int) and d > 0 for d in shape):
+        shape = tuple(input_shape) if isinstance(input_shape, tuple | list) else ()
+        if len(shape) != 3 or not all(
+            isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0 for d in shape
+        ):
             raise ValueError(
                 "Expected input_shape to be (height, width, channels) of positive integers, "
-                f"but got {input_shape!r}."
+                f"but got {input_shape!r} of type {type(input_shape).__name__}."
             )
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(
-            f"Expected num_classes to be a positive integer, but got {num_classes!r}."
-        )
-    if not isinstance(include_top, bool):
-        raise ValueError(f"Expected include_top to be True or False, but got {include_top!r}.")
-    if stem not in STEMS:
-        raise ValueError(f"Expected stem to be one of {STEMS}, but got {stem!r}.")
+        if input_tensor is not None:
+            tensor_shape = tuple(tf.keras.backend.int_shape(input_tensor)[1:])
+            if len(tensor_shape) != 3 or any(
+                t is not None and t != int(s) for t, s in zip(tensor_shape, shape)
+            ):
+                raise ValueError(
+                    f"Expected input_shape to match input_tensor's shape {tensor_shape}, but "
+                    f"got input_shape={tuple(int(d) for d in shape)}; give one of them."
+                )
+    check_positive_int("num_classes", num_classes)
+    check_bool("include_top", include_top)
+    check_choice("stem", stem, STEMS)
     if (
         isinstance(width_multiplier, bool)
-        or not isinstance(width_multiplier, (int, float))
+        or not isinstance(width_multiplier, numbers.Real)
         or not 0 < width_multiplier <= 4
     ):
         raise ValueError(
             f"Expected width_multiplier to be a number in (0, 4], but got {width_multiplier!r}."
         )
-    if padding is not None and padding not in PADDINGS:
-        raise ValueError(f"Expected padding to be one of {PADDINGS} or None, but got {padding!r}.")
+    check_choice("padding", padding, (*PADDINGS, None))
     weights_module.validate_weights_argument(
         weights, include_top=include_top, num_classes=num_classes
     )
@@ -71,6 +80,36 @@ def resolve_padding(padding: str | None, weights, *, model_name: str, include_to
         weights, model_name=model_name, include_top=include_top
     )
     return recorded or "lce"
+
+
+def _check_layer_options(argument: str, options, layer_class, enabled: bool, flag: str) -> None:
+    if options is None:
+        return
+    if not isinstance(options, dict):
+        raise ValueError(
+            f"Expected {argument} to be a dict of {layer_class.__name__} arguments, but got "
+            f"{options!r} of type {type(options).__name__}."
+        )
+    if not enabled:
+        raise ValueError(
+            f"Expected no {argument} with {flag}=False (there is no {layer_class.__name__} to "
+            f"configure), but got {argument}={options!r}."
+        )
+    allowed = [
+        name
+        for name, p in inspect.signature(layer_class.__init__).parameters.items()
+        if name != "self" and p.kind is p.POSITIONAL_OR_KEYWORD
+    ]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"Expected the keys of {argument} to be {layer_class.__name__} arguments "
+            f"({', '.join(allowed)}), but got {', '.join(map(repr, unknown))}."
+        )
+    try:
+        layer_class(**options)  # validates the values; nothing is built
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"Invalid {argument} {options!r}: {error}") from error
 
 
 def scaled_width(channels: int, width_multiplier: float, divisor: int = 8) -> int:
@@ -93,7 +132,7 @@ def model_inputs(input_shape=None, input_tensor=None) -> tf.Tensor:
     `input_shape` defaults to the shape of `input_tensor`, else (224, 224, 3).
     """
     if input_tensor is None:
-        return tf.keras.Input(tuple(input_shape or DEFAULT_INPUT_SHAPE))
+        return tf.keras.Input(tuple(int(d) for d in input_shape or DEFAULT_INPUT_SHAPE))
     if tf.keras.backend.is_keras_tensor(input_tensor):
         return input_tensor
     return tf.keras.Input(tensor=input_tensor, shape=input_shape)
@@ -168,6 +207,14 @@ class BlockOptions:
     dysign_options: dict | None = None
     dyprelu_options: dict | None = None
     padding: str = "lce"
+
+    def __post_init__(self):
+        for name in ("binary_weights", "dysign", "dyprelu"):
+            check_bool(name, getattr(self, name))
+        _check_layer_options("dysign_options", self.dysign_options, DySign, self.dysign, "dysign")
+        _check_layer_options(
+            "dyprelu_options", self.dyprelu_options, DyPReLU, self.dyprelu, "dyprelu"
+        )
 
     def sign(self, x: tf.Tensor, name: str) -> tf.Tensor:
         """DySign (dynamic thresholds) or RSign (ReActNet's static ones)."""

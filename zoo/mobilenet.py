@@ -86,6 +86,7 @@ def _reactnet_a(
         num_classes=num_classes,
         stem=stem,
         width_multiplier=width_multiplier,
+        input_tensor=input_tensor,
         padding=padding,
     )
     padding = common.resolve_padding(padding, weights, model_name=name, include_top=include_top)

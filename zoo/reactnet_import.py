@@ -316,8 +316,8 @@ def reactnet_assignments(
         `[(variable, value)]` for `tf.keras.backend.batch_set_value`.
 
     Raises:
-        ValueError: an unsupported model; or, as `IncompatibleWeightsError`, every
-            missing, misshapen, unused or unfilled tensor by name.
+        ValueError: an unsupported model; or every missing, misshapen, unused or unfilled
+            tensor, by name.
     """
     if model.name not in _MAPPINGS:
         raise ValueError(
@@ -361,7 +361,7 @@ def reactnet_assignments(
     if unfilled:
         problems.append(_listing("model weights with no checkpoint tensor", unfilled))
     if problems:
-        raise weights_module.IncompatibleWeightsError(
+        raise ValueError(
             f"The checkpoint does not fit {model.name} (an official "
             f"{OFFICIAL_NAMES[CHECKPOINT_SOURCES[model.name]]} checkpoint expected, 1000 "
             "classes for ImageNet): " + "; ".join(problems) + "."
@@ -465,7 +465,7 @@ def import_reactnet(
     state = read_state_dict(checkpoint)
     for official, key in SIGNATURE_KEYS.items():
         if official != model and key in state and SIGNATURE_KEYS[model] not in state:
-            raise weights_module.IncompatibleWeightsError(
+            raise ValueError(
                 f"{checkpoint} holds {OFFICIAL_NAMES[official]} (it has {key!r}), not "
                 f"{OFFICIAL_NAMES[model]}: pass model={official!r} (--model {official})."
             )

@@ -63,6 +63,7 @@ def _resnet18(
         num_classes=num_classes,
         stem=stem,
         width_multiplier=width_multiplier,
+        input_tensor=input_tensor,
         padding=padding,
     )
     padding = common.resolve_padding(padding, weights, model_name=name, include_top=include_top)

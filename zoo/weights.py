@@ -1,44 +1,28 @@
-"""Pretrained weights: a registry per model, download into a cache, mirrors, checked loading.
+"""Pretrained weights: a registry table, a download cache, mirrors, and checked loading.
 
-Modelled on larq-zoo and keras.applications: each zoo model has registry entries
-`(dataset, include_top) -> file name, sha256, URL`; `weights="imagenet"` finds the file in a
-local mirror directory or the cache, else downloads it with `tf.keras.utils.get_file` (sha256,
-progress bar) into the cache; `weights="path/to/file"` loads a local checkpoint. Every load
-first compares the checkpoint's layers and weight shapes with the model's, so a checkpoint of
-another architecture or class count fails with the first mismatching layer named, before any
-weight is assigned.
+As in keras.applications, each zoo model has registry entries `(model, dataset, include_top)
+-> file name, sha256, URL` (`PUBLISHED_WEIGHTS`; `register_weights` at run time).
+`weights="imagenet"` (or another registered dataset) takes the file from the mirror directory
+`$LARQ_DYSIGN_WEIGHTS_DIR` (read in place), else the cache `$LARQ_DYSIGN_CACHE_DIR` (default
+`~/.keras/larq_dysign`), else downloads it with `tf.keras.utils.get_file(..., file_hash=...)`
+from `$LARQ_DYSIGN_WEIGHTS_URL/<file name>` (a `file://` URL or a directory there is a mirror
+directory) or the registry's URL. `include_top=False` takes the no-top file, else the full file
+and skips its head. Files are verified: the registry's sha256 if it has one, else the file must
+read as weights (and match the content hash `publish_weights` stores in it); a bad cache file
+is downloaded again, a download is renamed into the cache only once verified, and it fails after
+`$LARQ_DYSIGN_DOWNLOAD_TIMEOUT` seconds (default 60) without data. docs/reliability.md lists
+the faults survived and their tests.
 
-Where files are looked for, in this order (each for the no-top file first, then the full file
-when `include_top=False`):
-
-1. the mirror directory `$LARQ_DYSIGN_WEIGHTS_DIR` (read in place, never written);
-2. the cache `$LARQ_DYSIGN_CACHE_DIR`, default `~/.keras/larq_dysign`;
-3. a download from the mirror base URL `$LARQ_DYSIGN_WEIGHTS_URL` (`<base>/<file name>`) if
-   set, else from the registry's URL. The download goes to a temporary name in the cache
-   directory and is renamed only once complete and verified: an interrupted or corrupt
-   download leaves nothing behind. `LARQ_DYSIGN_WEIGHTS_URL` may also be a `file://` URL or
-   a local directory, which then acts as a mirror directory.
-
-Verification: a registry entry with a sha256 accepts only a file with that hash (a bad file
-in the cache is removed and downloaded again; a bad download is removed). An entry whose hash
-is still empty (nothing published yet) accepts a file found in the mirror or cache, or
-downloaded from the mirror URL, if its layer names' order and every weight shape match the
-model exactly (the check every load makes); its sha256 is logged so that it can be compared
-with the publisher's. An unhashed download that fails this check is removed from the cache.
-
-Checkpoint formats: Keras HDF5 weights (`model.save_weights("w.h5")`, or a whole model saved
-with `model.save("m.h5")`; any file name) and TensorFlow checkpoints written by
-`model.save_weights("dir/prefix")` (pass the prefix, the `.index` file, or the directory).
-Keras 3-style `.keras` archives, `.weights.h5` files and SavedModels are refused with the
-command that converts them. Layers are matched by position (the order of the layers that have
-weights, as Keras' topological loading), so layer names need not match; shapes must.
-`include_top=False` accepts a no-top file, or a full file whose extra trailing layers (the
-classifier head) are skipped.
+Every load runs `check_compatible` (layers with weights and their shapes against the built
+model, the first mismatching layer named before any weight is assigned), then tf-keras's own
+`model.load_weights`, which reads Keras HDF5 weights (`save_weights("w.h5")`, `save("m.h5")`),
+tf-keras `.weights.h5` files, whole-model `.keras` files and TF checkpoints
+(`save_weights("dir/ckpt")`: the prefix, its `.index` file or the directory).
 
 Example:
     ```python
-    model = zoo.DyResNet18(weights="imagenet")           # registry, cache, mirror
-    model = zoo.DyResNet18(weights="dyresnet18.h5")      # a local file
+    model = zoo.DyResNet18(weights="imagenet")
+    model = zoo.DyResNet18(weights="runs/fm/step2/DyResNet18_step2.h5")
     published = zoo.publish_weights(trained, "out/", dataset="imagenet")
     ```
 """
@@ -58,12 +42,11 @@ import urllib.error
 import urllib.parse
 import uuid
 import zipfile
-from collections.abc import Callable
 
 import h5py
-import numpy as np
 import tensorflow as tf
 
+from ..files import atomic_path
 from .registry import get_model_constructor, list_models
 
 logger = logging.getLogger(__name__)
@@ -74,6 +57,8 @@ MIRROR_DIR_ENV = "LARQ_DYSIGN_WEIGHTS_DIR"
 #: Seconds a download may wait for the server (connect or next bytes) before it fails.
 TIMEOUT_ENV = "LARQ_DYSIGN_DOWNLOAD_TIMEOUT"
 DEFAULT_TIMEOUT = 60.0
+#: Socket timeouts from about 1e10 s overflow time_t ("timestamp out of range"); a day is plenty.
+MAX_TIMEOUT = 24 * 3600.0
 #: `.part` files this old are left by a killed process (a live download writes its own).
 STALE_PART_SECONDS = 24 * 3600
 DEFAULT_CACHE_DIR = os.path.join("~", ".keras", "larq_dysign")
@@ -81,55 +66,19 @@ DEFAULT_CACHE_DIR = os.path.join("~", ".keras", "larq_dysign")
 DEFAULT_DATASETS = {"imagenet": 1000}
 #: The training recipe's dataset name for each registry dataset (for the error message).
 TRAINING_DATASETS = {"imagenet": "imagenet2012"}
-_DATASET_NAME = re.compile(r"[a-z0-9][a-z0-9_\-]*")
-_MODEL_MARK = "larq_dysign_model"  # HDF5 attributes written by `publish_weights`
-_DATASET_MARK = "larq_dysign_dataset"
-_TOP_MARK = "larq_dysign_include_top"
+# HDF5 attributes written by `publish_weights`: origin (for messages) and the weights' sha256.
+_MODEL_MARK, _DATASET_MARK = "larq_dysign_model", "larq_dysign_dataset"
+_CONTENT_MARK = "larq_dysign_weights_sha256"
 #: HDF5 attribute of weights made for a padding other than the zoo's default: "pytorch"
 #: (`publish_weights` writes it for a model built with `padding="pytorch"`, e.g. the ImageNet
 #: weights `import_reactnet` converts from ReActNet's PyTorch checkpoints).
 PADDING_MARK = "larq_dysign_padding"
 
 
-class WeightsError(Exception):
-    """Base class of the errors raised when pretrained weights cannot be found or loaded."""
-
-
-class WeightsNotAvailableError(WeightsError, FileNotFoundError):
-    """No file for a registered dataset was found in the mirror or cache, and none could be
-    downloaded (for ImageNet: nothing has been published yet)."""
-
-
-class WeightsFileNotFoundError(WeightsError, FileNotFoundError, ValueError):
-    """`weights` names a file or checkpoint that does not exist."""
-
-
-class WeightsChecksumError(WeightsError, ValueError):
-    """A file's sha256 differs from the registry's."""
-
-
-class WeightsDownloadError(WeightsError, OSError):
-    """A download failed (connection refused or cut, HTTP error); nothing was kept."""
-
-
-class IncompatibleWeightsError(WeightsError, ValueError):
-    """A checkpoint does not fit the model (another architecture, input channels or classes),
-    or is not a weights file in a supported format."""
-
-
 @dataclasses.dataclass(frozen=True)
 class WeightsEntry:
-    """One registry entry: where the weights of `model` trained on `dataset` live.
-
-    Attributes:
-        model: a zoo model name, e.g. "DyResNet18".
-        dataset: e.g. "imagenet".
-        include_top: True for the full network, False for the file without the head.
-        file_name: the file's name in the cache and mirrors.
-        sha256: hex digest, "" until a checkpoint is published.
-        url: where to download it, "" until a checkpoint is published.
-        num_classes: classes of the head (None for a no-top file).
-    """
+    """Where the weights of `model` trained on `dataset` live: `file_name` in the cache and
+    mirrors, `sha256` and `url` ("" until published), `num_classes` (None without the head)."""
 
     model: str
     dataset: str
@@ -156,22 +105,21 @@ class PublishedWeights:
     entry: WeightsEntry
 
 
-#: Published checkpoints (none yet: see the module docstring and `publish_weights`). Add the
-#: `WeightsEntry(...)` that `larq-dysign publish-weights` prints.
+#: The registry table: add the `WeightsEntry(...)` that `larq-dysign publish-weights` prints.
 PUBLISHED_WEIGHTS: tuple[WeightsEntry, ...] = ()
 
-_REGISTRY: dict[tuple[str, str, bool], WeightsEntry] = {}
-_DATASET_CLASSES: dict[str, int] = dict(DEFAULT_DATASETS)
+_REGISTRY = {(e.model, e.dataset, e.include_top): e for e in PUBLISHED_WEIGHTS}
+_DATASET_CLASSES = {e.dataset: e.num_classes for e in PUBLISHED_WEIGHTS if e.num_classes}
+_DATASET_CLASSES.update(DEFAULT_DATASETS)
 
 
 def weights_file_name(model_name: str, dataset: str, *, include_top: bool = True) -> str:
     """larq-zoo's file naming: `<model>_<dataset>_weights[_notop].h5`, lower case."""
-    suffix = "" if include_top else "_notop"
-    return f"{model_name.lower()}_{dataset}_weights{suffix}.h5"
+    return f"{model_name.lower()}_{dataset}_weights{'' if include_top else '_notop'}.h5"
 
 
 def _check_dataset_name(dataset) -> None:
-    if not isinstance(dataset, str) or not _DATASET_NAME.fullmatch(dataset):
+    if not isinstance(dataset, str) or not re.fullmatch(r"[a-z0-9][a-z0-9_\-]*", dataset):
         raise ValueError(
             "Expected dataset to be a lower-case name of letters, digits, '_' or '-' (it is "
             f"part of the file name), but got {dataset!r}."
@@ -190,30 +138,16 @@ def register_weights(
 ) -> WeightsEntry:
     """Add (or replace) the registry entry `(model_name, dataset, include_top)`.
 
-    Details:
-        After this, `zoo.<model_name>(weights=dataset)` finds the file in the mirror or cache
-        or downloads it from `url`. `sha256` "" accepts any file whose layers match the model
-        (see the module docstring). A new dataset needs `num_classes` (used to reject
-        `num_classes` that cannot match before a model is built).
+    Then `zoo.<model_name>(weights=dataset)` finds the file in the mirror or cache, or
+    downloads it from `url`; without `sha256` any intact weights file is accepted. A new
+    dataset needs `num_classes`.
 
     Example:
         ```python
-        zoo.register_weights("ReActNet18", "cifar10", num_classes=10,
-                             sha256="9f2c...", url="https://example.org/w/reactnet18_cifar10_weights.h5")
+        zoo.register_weights("ReActNet18", "cifar10", num_classes=10, sha256="9f2c...",
+                             url="https://example.org/w/reactnet18_cifar10_weights.h5")
         model = zoo.ReActNet18(input_shape=(32, 32, 3), num_classes=10, weights="cifar10")
         ```
-
-    Args:
-        model_name: a zoo model (`zoo.list_models()`).
-        dataset: lower-case dataset name.
-        include_top: the entry is for the full network (True) or the no-top file (False).
-        num_classes: classes of the dataset; needed for a dataset not registered yet.
-        sha256: hex sha256 of the file, or "".
-        url: download URL, or "".
-        file_name: default `weights_file_name(model_name, dataset, include_top=...)`.
-
-    Returns:
-        The `WeightsEntry` added.
 
     Raises:
         ValueError: unknown model, bad dataset name, missing or inconsistent `num_classes`,
@@ -234,7 +168,7 @@ def register_weights(
             f"Expected num_classes={known} for dataset {dataset!r} (registered before), "
             f"but got {num_classes}."
         )
-    _DATASET_CLASSES[dataset] = known if known is not None else num_classes
+    _DATASET_CLASSES[dataset] = known or num_classes
     entry = WeightsEntry(
         model=model_name,
         dataset=dataset,
@@ -252,10 +186,8 @@ def registered_datasets(model_name: str | None = None) -> list[str]:
     """Datasets `weights=` accepts for `model_name` (for any model when None), sorted."""
     if model_name is None:
         return sorted(_DATASET_CLASSES)
-    names = {dataset for (model, dataset, _), _entry in _REGISTRY.items() if model == model_name}
-    if model_name in list_models():
-        names.update(DEFAULT_DATASETS)
-    return sorted(names)
+    names = {dataset for (model, dataset, _) in _REGISTRY if model == model_name}
+    return sorted(names | (set(DEFAULT_DATASETS) if model_name in list_models() else set()))
 
 
 def dataset_num_classes(dataset: str) -> int | None:
@@ -264,42 +196,29 @@ def dataset_num_classes(dataset: str) -> int | None:
 
 
 def weights_entry(model_name: str, dataset: str, *, include_top: bool = True) -> WeightsEntry:
-    """The registry entry `(model_name, dataset, include_top)`.
-
-    Every zoo model has "imagenet" entries (empty URL and hash until published), so models
-    registered later need nothing here.
+    """The registry entry `(model_name, dataset, include_top)`; every zoo model has
+    (unpublished) "imagenet" entries.
 
     Raises:
         ValueError: unknown model, or no entry for `dataset` (the valid ones are listed).
     """
     get_model_constructor(model_name)
-    key = (model_name, dataset, include_top)
-    if key in _REGISTRY:
-        return _REGISTRY[key]
+    if (model_name, dataset, include_top) in _REGISTRY:
+        return _REGISTRY[(model_name, dataset, include_top)]
     if dataset in DEFAULT_DATASETS:
-        return WeightsEntry(
-            model=model_name,
-            dataset=dataset,
-            include_top=include_top,
-            file_name=weights_file_name(model_name, dataset, include_top=include_top),
-            num_classes=DEFAULT_DATASETS[dataset] if include_top else None,
-        )
-    if (model_name, dataset, not include_top) in _REGISTRY:
-        # A full file alone serves include_top=False (head skipped), not the other way round.
-        raise ValueError(
-            f"Expected weights for {model_name} with include_top={include_top} to be a dataset "
-            f"registered for it, but {dataset!r} has only an include_top={not include_top} file."
-        )
-    raise ValueError(
-        f"Expected weights for {model_name} to be None, a path to a checkpoint, or one of the "
-        f"datasets registered for it {registered_datasets(model_name)}, but got {dataset!r}."
+        file_name = weights_file_name(model_name, dataset, include_top=include_top)
+        classes = DEFAULT_DATASETS[dataset] if include_top else None
+        return WeightsEntry(model_name, dataset, include_top, file_name, num_classes=classes)
+    other = (
+        " (registered for the other include_top)"
+        if (model_name, dataset, not include_top) in _REGISTRY
+        else ""
     )
-
-
-for _entry in PUBLISHED_WEIGHTS:
-    if _entry.num_classes is not None:
-        _DATASET_CLASSES.setdefault(_entry.dataset, _entry.num_classes)
-    _REGISTRY[(_entry.model, _entry.dataset, _entry.include_top)] = _entry
+    raise ValueError(
+        f"Expected weights for {model_name} (include_top={include_top}) to be None, a path to a "
+        f"checkpoint, or a dataset registered for it {registered_datasets(model_name)}, but got "
+        f"{dataset!r}{other}."
+    )
 
 
 # ----------------------------------------------------------------------------- locations
@@ -312,10 +231,6 @@ def default_cache_dir() -> str:
 
 def mirror_locations() -> tuple[str | None, str | None]:
     """The configured mirror `(directory, base URL)`, each None when not set.
-
-    `$LARQ_DYSIGN_WEIGHTS_DIR` is a directory; `$LARQ_DYSIGN_WEIGHTS_URL` is an http(s) base
-    URL, or a `file://` URL / local directory (then it is the directory, if
-    `$LARQ_DYSIGN_WEIGHTS_DIR` is not set).
 
     Raises:
         ValueError: a variable names something that is neither a URL nor a directory.
@@ -349,10 +264,10 @@ def sha256_of(path: str | os.PathLike) -> str:
 
 
 def download_timeout() -> float:
-    """`LARQ_DYSIGN_DOWNLOAD_TIMEOUT` in seconds (default 60).
+    """`$LARQ_DYSIGN_DOWNLOAD_TIMEOUT` in seconds (default 60).
 
     Raises:
-        ValueError: the variable is set to something other than a positive number.
+        ValueError: the variable is set to anything but a number in (0, MAX_TIMEOUT].
     """
     value = os.environ.get(TIMEOUT_ENV)
     if not value:
@@ -360,18 +275,33 @@ def download_timeout() -> float:
     try:
         seconds = float(value)
     except ValueError:
-        seconds = -1.0
-    if not seconds > 0:
+        seconds = float("nan")
+    if not 0 < seconds <= MAX_TIMEOUT:  # refuses nan and inf too
         raise ValueError(
-            f"Expected {TIMEOUT_ENV} to be a positive number of seconds, but got {value!r}."
+            f"Expected {TIMEOUT_ENV} to be a number of seconds in (0, {MAX_TIMEOUT:g}] (how "
+            f"long a download may wait for data), but got {value!r}."
         )
     return seconds
 
 
+def remove_stale_parts(directory: str, *, older_than: float = STALE_PART_SECONDS) -> list[str]:
+    """Delete `.part` files older than `older_than` seconds, left by killed downloads."""
+    removed = []
+    for path in glob.glob(os.path.join(glob.escape(directory), ".*.part")):
+        with contextlib.suppress(OSError):  # another process removed or renamed it meanwhile
+            if time.time() - os.path.getmtime(path) > older_than:
+                os.remove(path)
+                removed.append(path)
+    return removed
+
+
+# ----------------------------------------------------------------------------- downloads
+
+
 @contextlib.contextmanager
 def _socket_timeout(seconds: float):
-    """`get_file` opens its connection with urllib's default, no timeout: a server that stops
-    sending would hang the caller forever. Set the process default for the download only."""
+    """`get_file` connects without a timeout (a silent server would hang the caller forever):
+    set the process default for the download only."""
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(seconds)
     try:
@@ -380,68 +310,51 @@ def _socket_timeout(seconds: float):
         socket.setdefaulttimeout(previous)
 
 
-def remove_stale_parts(directory: str, *, older_than: float = STALE_PART_SECONDS) -> list[str]:
-    """Delete `.part` files older than `older_than` seconds, left by killed downloads."""
-    removed = []
-    for path in glob.glob(os.path.join(glob.escape(directory), ".*.part")):
-        try:
-            if time.time() - os.path.getmtime(path) > older_than:
-                os.remove(path)
-                removed.append(path)
-        except OSError:  # another process removed or renamed it meanwhile
-            continue
-    return removed
-
-
 class _NotOnServer(Exception):
     """HTTP 404: the mirror or registry URL does not hold the file (try the next source)."""
 
 
-def _download(
-    url: str, destination: str, *, sha256: str, check: Callable[[str], None] | None
-) -> None:
-    """Download `url` to `destination` through a temporary name in the same directory.
+def _describe(entry: WeightsEntry) -> str:
+    return f"{entry.model} {entry.dataset!r} weights (include_top={entry.include_top})"
 
-    `tf.keras.utils.get_file` (tf-keras 2.21) writes straight to its target, keeps a file
-    whose hash does not match, and does not compare the bytes received with the
-    Content-Length: a connection closed mid-file ends the download "successfully". So here it
-    writes `.<name>.<random>.part`, renamed only after the sha256 matched (or, without a
-    registered hash, after `check`, by default that the file reads as Keras HDF5 weights;
-    HDF5 detects a truncated file), and removed on any failure.
+
+def _download(url: str, destination: str, entry: WeightsEntry) -> None:
+    """Download `url` into `destination` through a `.part` file, renamed once verified.
+
+    `get_file` (tf-keras 2.21) writes straight to its target, keeps a file whose hash does not
+    match and ignores the Content-Length (a connection closed mid-file "succeeds"), so it
+    writes a `.part` file here, removed on any failure; without a registered sha256,
+    `_read_checkpoint` verifies it (HDF5 and zip notice truncation).
     """
-    directory = os.path.dirname(destination)
+    directory, what = os.path.dirname(destination), _describe(entry)
     try:
         os.makedirs(directory, exist_ok=True)
     except OSError as error:
-        raise WeightsDownloadError(
+        raise OSError(
             f"Cannot create the weights cache {directory!r} ({error}); set {CACHE_DIR_ENV} to a "
             "writable directory."
         ) from error
     remove_stale_parts(directory)
     part = os.path.join(directory, f".{os.path.basename(destination)}.{uuid.uuid4().hex}.part")
-    timeout = download_timeout()
+    timeout, kept = download_timeout(), f"Nothing was kept in {directory}."
     try:
         try:
             with _socket_timeout(timeout):
                 tf.keras.utils.get_file(
                     fname=part,
                     origin=url,
-                    file_hash=sha256 or None,
+                    file_hash=entry.sha256 or None,
                     hash_algorithm="sha256",
                     cache_dir=directory,
                     cache_subdir=directory,
                 )
-        except ValueError as error:  # get_file's hash mismatch; it keeps the file
-            if sha256 and os.path.exists(part):
-                actual = sha256_of(part)
-                if actual != sha256:
-                    raise WeightsChecksumError(
-                        f"The file downloaded from {url} ({os.path.getsize(part)} bytes) has "
-                        f"sha256 {actual}, but the registry expects {sha256}: the download was "
-                        "cut off, or the server holds another version of the file. It was "
-                        f"removed; nothing was cached in {directory}."
-                    ) from error
-            raise WeightsDownloadError(f"Downloading {url} failed: {error}") from error
+        except ValueError as error:  # the hash differs; get_file keeps the file
+            received = f"{os.path.getsize(part)} bytes, sha256 {sha256_of(part)}"
+            raise ValueError(
+                f"The download of {what} from {url} ({received}) does not have the registry's "
+                f"sha256 {entry.sha256}: the download was cut off, or the server holds another "
+                f"version of the file. {kept}"
+            ) from error
         except Exception as error:
             cause = error.__context__
             if isinstance(cause, urllib.error.HTTPError) and cause.code == 404:
@@ -449,17 +362,17 @@ def _download(
             reason = getattr(cause, "reason", None) or cause or error
             if isinstance(error, TimeoutError) or isinstance(reason, TimeoutError):
                 reason = f"no data for {timeout:g} s; {TIMEOUT_ENV} sets the limit"
-            raise WeightsDownloadError(
-                f"Downloading {url} failed ({reason}); no partial file was kept in {directory}."
-            ) from error
-        if not sha256:  # with a hash, the file is right even if it does not fit the model
-            (check or _read_h5_layers)(part)
+            raise OSError(f"Downloading {what} from {url} failed ({reason}). {kept}") from error
+        if not entry.sha256:
+            try:
+                _read_checkpoint(part, shown=url)
+            except ValueError as error:
+                raise ValueError(f"The download of {what} was refused: {error} {kept}") from error
             logger.warning(
-                "No sha256 is registered for %s: accepted the download (sha256 %s) after "
-                "checking that it reads as weights%s.",
+                "No sha256 is registered for %s: accepted %s, sha256 %s.",
+                what,
                 url,
                 sha256_of(part),
-                " fitting the model" if check else "",
             )
         os.replace(part, destination)
     finally:
@@ -467,87 +380,96 @@ def _download(
             os.remove(part)
 
 
-def _find_or_download(
-    entries: list[WeightsEntry], *, cache_dir: str, check: Callable[[str], None] | None
-) -> tuple[str, WeightsEntry]:
-    """The first usable file for `entries` (in order): mirror directory, cache, download."""
+def _problem(path: str, entry: WeightsEntry) -> str | None:
+    """Why `path` is not an intact copy of `entry`'s file, or None."""
+    if entry.sha256:
+        actual = sha256_of(path)
+        return None if actual == entry.sha256 else f"has sha256 {actual}, not {entry.sha256}"
+    try:
+        _read_checkpoint(path)
+    except ValueError as error:
+        return f"is not intact weights ({error})"
+    return None
+
+
+def _find_or_download(entries: list[WeightsEntry], cache_dir: str) -> str:
+    """The first verified file for `entries` (in order): mirror directory, cache, download."""
     mirror_dir, mirror_url = mirror_locations()
+    download_timeout()  # a bad value fails now, not after a search
+    urls = {e: f"{mirror_url}/{e.file_name}" if mirror_url else e.url for e in entries}
+    looked = [
+        f"mirror directory: {mirror_dir or f'not set (${MIRROR_DIR_ENV})'}",
+        f"cache: {cache_dir} (${CACHE_DIR_ENV} changes it)",
+        f"mirror URL: {mirror_url or f'not set (${MIRROR_URL_ENV})'}",
+    ]
     for entry in entries:
-        if mirror_dir is not None:
-            path = os.path.join(mirror_dir, entry.file_name)
-            if os.path.isfile(path):
-                if entry.sha256 and sha256_of(path) != entry.sha256:
-                    raise WeightsChecksumError(
-                        f"{path} (mirror directory {MIRROR_DIR_ENV}) has sha256 "
-                        f"{sha256_of(path)}, but the registry expects {entry.sha256}. The "
-                        "mirror holds another version of the file: replace it."
-                    )
-                return path, entry
-        path = os.path.join(cache_dir, entry.file_name)
-        if os.path.isfile(path):
-            if not entry.sha256 or sha256_of(path) == entry.sha256:
-                return path, entry
-            os.remove(path)
-            if not (mirror_url or entry.url):
-                raise WeightsChecksumError(
-                    f"The cached {path} did not have the registry's sha256 {entry.sha256} and "
-                    "was removed; no URL is configured to download it again."
+        path = os.path.join(mirror_dir or "", entry.file_name)
+        if mirror_dir and os.path.isfile(path):
+            if problem := _problem(path, entry):
+                raise ValueError(
+                    f"{path} in the mirror directory ({MIRROR_DIR_ENV}) {problem}: replace it "
+                    f"with an intact copy of the {_describe(entry)}."
                 )
-            logger.warning("Removed %s: its sha256 differs from the registry's.", path)
-    tried = []
-    for entry in entries:
-        url = f"{mirror_url}/{entry.file_name}" if mirror_url else entry.url
-        if not url:
-            continue
+            return path
         path = os.path.join(cache_dir, entry.file_name)
-        try:
-            _download(url, path, sha256=entry.sha256, check=check)
-        except _NotOnServer as error:
-            tried.append(str(error))
+        if not os.path.isfile(path):
             continue
-        return path, entry
-    raise WeightsNotAvailableError(_not_available_message(entries, cache_dir, mirror_dir, tried))
+        if not (problem := _problem(path, entry)):
+            return path
+        if not urls[entry]:
+            if entry.sha256:  # certainly not the registry's file
+                os.remove(path)
+            raise ValueError(
+                f"The cached {path} {problem}"
+                + (" and was removed" if entry.sha256 else "")
+                + f"; no URL is set to download the {_describe(entry)} again (set "
+                f"{MIRROR_URL_ENV}, or replace the file)."
+            )
+        logger.warning("Downloading %s again: the cached %s %s.", _describe(entry), path, problem)
+        looked.append(f"cache: {path} {problem}")
+    for entry in entries:  # a bad cache file is replaced only by a verified download
+        try:
+            if urls[entry]:
+                _download(urls[entry], os.path.join(cache_dir, entry.file_name), entry)
+                return os.path.join(cache_dir, entry.file_name)
+        except _NotOnServer as error:
+            looked.append(f"download: {error}")
+    raise FileNotFoundError(_not_available_message(entries, looked))
 
 
-def _not_available_message(entries, cache_dir, mirror_dir, tried) -> str:
+def _not_available_message(entries: list[WeightsEntry], looked: list[str]) -> str:
+    """Where the file was looked for, and how to produce it."""
     from . import reactnet_import  # it imports this module
 
     first = entries[0]
-    names = " or ".join(entry.file_name for entry in entries)
-    _, mirror_url = mirror_locations()
-    published = any(entry.url for entry in entries)
-    lines = [
-        f"No {first.dataset!r} weights for {first.model} (include_top={first.include_top}) "
-        + (
-            "could be found or downloaded."
-            if published
-            else "have been published yet: no public checkpoint of this network exists (the "
-            "papers' authors released none and this project has not trained one)."
-        ),
-        f"Looked for {names} in:",
-        f"  - mirror directory: {mirror_dir or f'not set (${MIRROR_DIR_ENV})'}",
-        f"  - cache: {cache_dir} (${CACHE_DIR_ENV} changes it)",
-        f"  - mirror URL: {mirror_url or f'not set (${MIRROR_URL_ENV})'}",
-    ]
-    lines += [f"  - download: {message}" for message in tried]
     importable = first.dataset == "imagenet" and first.model in reactnet_import.CHECKPOINT_SOURCES
-    if importable:
-        lines[0] = (
-            f"No {first.dataset!r} weights for {first.model} (include_top={first.include_top}) "
-            "are in the mirror or cache yet."
+    status = (
+        "could be found or downloaded."
+        if any(e.url for e in entries)
+        else "are in the mirror or cache yet."
+        if importable
+        else (
+            "have been published yet: no public checkpoint of this network exists (the papers' "
+            "authors released none and this project has not trained one)."
         )
-        lines.append(reactnet_import.missing_weights_hint(first.model))
-    training_dataset = TRAINING_DATASETS.get(first.dataset, first.dataset)
-    lines += [
-        ("Or train" if importable else "To produce the file, train")
-        + " the model with the recipe and publish its weights:",
-        f"  larq-dysign train {first.model} --dataset {training_dataset} ...",
-        f"  larq-dysign publish-weights {first.model} <trained weights .h5> "
-        f"--dataset {first.dataset} -o <directory>" + ("" if first.include_top else " --notop"),
-        "then copy the file into the mirror directory or the cache above (or pass "
-        'weights="<path to the .h5>").',
-    ]
-    return "\n".join(lines)
+    )
+    return "\n".join(
+        [
+            f"No {first.dataset!r} weights for {first.model} (include_top={first.include_top}) "
+            + status,
+            f"Looked for {' or '.join(e.file_name for e in entries)} in:",
+            *(f"  - {line}" for line in looked),
+            *([reactnet_import.missing_weights_hint(first.model)] if importable else []),
+            ("Or train" if importable else "To produce the file, train")
+            + " the model with the recipe and publish its weights:",
+            f"  larq-dysign train {first.model} --dataset "
+            f"{TRAINING_DATASETS.get(first.dataset, first.dataset)} ...",
+            f"  larq-dysign publish-weights {first.model} <trained weights .h5> --dataset "
+            f"{first.dataset} -o <directory>" + ("" if first.include_top else " --notop"),
+            "then copy the file into the mirror directory or the cache above (or pass "
+            'weights="<path to the .h5>").',
+        ]
+    )
 
 
 def get_weights_file(
@@ -557,93 +479,55 @@ def get_weights_file(
     include_top: bool = True,
     cache_dir: str | os.PathLike | None = None,
 ) -> str:
-    """The local path of the registered weights file, downloading it into the cache if needed.
+    """The local path of a registered weights file, downloaded into the cache if needed.
 
-    Details:
-        Looks in the mirror directory, then the cache, then downloads (see the module
-        docstring). `include_top=False` returns the no-top file if one is found, else the
-        full file (its head is skipped when loaded). Use it to fill a cache on a machine with
-        network access before copying the cache to an air-gapped one.
+    `include_top=False` returns the no-top file if one is found, else the full file (its head
+    is skipped when loaded). Use it to fill a cache for an air-gapped machine.
 
     Example:
         ```python
         path = zoo.get_weights_file("DyResNet18", "imagenet")
         ```
 
-    Args:
-        model_name: a zoo model.
-        dataset: a dataset registered for it.
-        include_top: as in the model constructors.
-        cache_dir: default `default_cache_dir()`.
-
-    Returns:
-        The file's path (in the mirror directory or the cache).
-
     Raises:
-        ValueError: unknown model or dataset.
-        WeightsNotAvailableError: no file anywhere (the message says where it looked and how
-            to produce one).
-        WeightsChecksumError: a file with a sha256 other than the registry's (removed if it
-            was in the cache).
-        WeightsDownloadError: the download failed (nothing kept).
+        ValueError: unknown model or dataset, a bad environment variable, a file that is not
+            intact and cannot be downloaded again.
+        FileNotFoundError: no file anywhere (the message says where it looked and how to
+            produce one).
+        OSError: the download failed (nothing kept).
     """
-    return _resolve(model_name, dataset, include_top=include_top, cache_dir=cache_dir)[0]
-
-
-def _resolve(model_name, dataset, *, include_top, cache_dir, check=None):
-    if include_top:
-        entries = [weights_entry(model_name, dataset, include_top=True)]
-    else:  # the no-top file if registered, else the full file (its head skipped)
-        entries = []
-        for top in (False, True):
-            try:
-                entries.append(weights_entry(model_name, dataset, include_top=top))
-            except ValueError:
-                pass
-        if not entries:
-            weights_entry(model_name, dataset, include_top=False)  # raises, listing datasets
+    entries = []
+    for top in (True,) if include_top else (False, True):  # no-top first, else the full file
+        with contextlib.suppress(ValueError):
+            entries.append(weights_entry(model_name, dataset, include_top=top))
+    if not entries:
+        weights_entry(model_name, dataset, include_top=include_top)  # raises, listing datasets
     cache_dir = os.path.abspath(os.path.expanduser(cache_dir or default_cache_dir()))
-    return _find_or_download(entries, cache_dir=cache_dir, check=check)
+    return _find_or_download(entries, cache_dir)
 
 
-# ------------------------------------------------------------------- checkpoint reading
-
-
-def _looks_like_path(text: str) -> bool:
-    return bool(
-        os.sep in text
-        or (os.altsep and os.altsep in text)
-        or text.startswith(("~", "."))
-        or re.search(r"\.(h5|hdf5|keras|index|ckpt|weights)$", text)
-    )
+# ---------------------------------------------------------------------------- checkpoints
 
 
 def resolve_checkpoint_path(weights: str | os.PathLike) -> str:
-    """The path to load for a local checkpoint: an HDF5 file, or a TF checkpoint prefix.
-
-    Accepts a file, a TF checkpoint prefix, its `.index` file, or a directory holding a TF
-    `checkpoint` file (its latest checkpoint).
+    """The path to load: a file, a TF checkpoint prefix (given, or from its `.index` file or
+    the directory's latest checkpoint), or a SavedModel directory (refused when read).
 
     Raises:
-        WeightsFileNotFoundError: nothing of the kind exists.
+        FileNotFoundError: nothing of the kind exists.
     """
     path = os.path.expanduser(os.fspath(weights))
     if os.path.isdir(path):
-        latest = tf.train.latest_checkpoint(path)
-        if latest:
+        if latest := tf.train.latest_checkpoint(path):
             return latest
         if os.path.exists(os.path.join(path, "saved_model.pb")):
-            return path  # refused with a conversion recipe by `_read_layer_shapes`
-    elif path.endswith(".index") and os.path.isfile(path):
-        return path[: -len(".index")]
-    elif os.path.isfile(path):
-        return path
-    elif os.path.isfile(path + ".index"):
-        return path
-    raise WeightsFileNotFoundError(
-        "Expected weights to be None, a registered dataset name "
-        f"{registered_datasets()} or the path to a checkpoint (.h5 file, TF checkpoint prefix "
-        f"or directory), but got {os.fspath(weights)!r}: no such file or checkpoint."
+            return path
+    elif os.path.isfile(path) or os.path.isfile(path + ".index"):
+        return path.removesuffix(".index")
+    raise FileNotFoundError(
+        f"Expected weights to be None, a registered dataset name {registered_datasets()} or the "
+        "path to a checkpoint (.h5, .weights.h5 or .keras file, TF checkpoint prefix or "
+        f"directory), but got {os.fspath(weights)!r}: no such file or checkpoint."
     )
 
 
@@ -653,12 +537,11 @@ def recorded_padding(weights, *, model_name: str, include_top: bool = True) -> s
     Details:
         The zoo constructors call it for `padding=None`, before building: "pytorch" for the
         files `import_reactnet` writes, None (the zoo's default padding) for files without
-        the mark, TF checkpoints, or no weights. A registered dataset is looked up as for
+        the mark, other formats, or no weights. A registered dataset is looked up as for
         loading (`get_weights_file`: mirror, cache, download), so its errors come first.
 
     Raises:
-        WeightsNotAvailableError, WeightsChecksumError, WeightsDownloadError: for a dataset,
-            see `get_weights_file`.
+        FileNotFoundError, ValueError, OSError: for a dataset, see `get_weights_file`.
     """
     if isinstance(weights, str) and weights in registered_datasets(model_name):
         path = get_weights_file(model_name, weights, include_top=include_top)
@@ -688,10 +571,9 @@ def validate_weights_argument(weights, *, include_top: bool, num_classes: int) -
     """Reject a bad `weights` value before a model is built (called by every constructor).
 
     Raises:
-        ValueError: not None/str/PathLike; an unknown dataset name (the registered ones are
-            listed); a registered dataset whose class count differs from `num_classes` while
-            `include_top` is True.
-        WeightsFileNotFoundError: a path that does not exist.
+        ValueError: not None/str/PathLike; an unknown dataset name; a registered dataset whose
+            class count differs from `num_classes` while `include_top` is True.
+        FileNotFoundError: a path that does not exist.
     """
     if weights is None:
         return
@@ -709,218 +591,280 @@ def validate_weights_argument(weights, *, include_top: bool, num_classes: int) -
                 f"{num_classes}. Use include_top=False and add your own head to fine-tune."
             )
         return
-    if isinstance(weights, str) and not _looks_like_path(weights) and not os.path.exists(weights):
-        raise ValueError(
-            "Expected weights to be None, a registered dataset name "
-            f"{registered_datasets()} or the path to a checkpoint file, but got {weights!r}: "
-            "no such dataset, and no such file."
-        )
+    if isinstance(weights, str) and not re.search(r"[/\\~.]", weights):  # a dataset name?
+        if not os.path.exists(weights) and not os.path.exists(weights + ".index"):
+            raise ValueError(
+                f"Expected weights to be None, a registered dataset name "
+                f"{registered_datasets()} or the path to a checkpoint file, but got "
+                f"{weights!r}: no such dataset, and no such file."
+            )
     resolve_checkpoint_path(weights)
 
 
-def _h5_attribute(group, name: str) -> list[str]:
+@dataclasses.dataclass(frozen=True)
+class _Checkpoint:
+    """A checkpoint's layers with weights, read without loading them."""
+
+    format: str  # "h5", "weights.h5", "keras" or "tf"
+    layers: list[tuple[str, list[tuple]]]  # (layer name or path, weight shapes)
+    origin: str = ""  # " (published for <model> on <dataset>)"
+
+
+def _h5_strings(group, name: str) -> list[str]:
     """An HDF5 string-list attribute; Keras splits large ones into `name0`, `name1`, ..."""
-    if name in group.attrs:
-        values = list(group.attrs[name])
-    else:
-        values, chunk = [], 0
-        while f"{name}{chunk}" in group.attrs:
-            values.extend(group.attrs[f"{name}{chunk}"])
-            chunk += 1
+    values, chunk = list(group.attrs.get(name, [])), 0
+    while f"{name}{chunk}" in group.attrs:
+        values.extend(group.attrs[f"{name}{chunk}"])
+        chunk += 1
     return [value.decode("utf8") if isinstance(value, bytes) else str(value) for value in values]
 
 
-def _conversion_hint(path: str, kind: str) -> IncompatibleWeightsError:
-    return IncompatibleWeightsError(
-        f"{path} is a {kind}, which the zoo does not load. Convert it to HDF5 weights: "
-        "`model = zoo.<Model>(...); model.load_weights(path); model.save_weights('w.h5')` "
-        "(or `tf.keras.models.load_model(path).save_weights('w.h5')`), then pass 'w.h5'."
+def _weights_sha256(group) -> str:
+    """sha256 over every weight of a Keras HDF5 group: names, dtypes, shapes, values."""
+    digest = hashlib.sha256()
+    for layer in _h5_strings(group, "layer_names"):
+        for name in _h5_strings(group[layer], "weight_names"):
+            value = group[layer][name][()]
+            digest.update(f"{layer}/{name}:{value.dtype.str}{value.shape}".encode())
+            digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def _keras_h5(file, shown: str) -> _Checkpoint:
+    """Keras HDF5 weights, positional; a `publish_weights` file's content hash is checked."""
+    group = file
+    if "layer_names" not in file.attrs and "model_weights" in file:  # model.save("m.h5")
+        group = file["model_weights"]
+    if not _h5_strings(group, "layer_names"):
+        raise ValueError(f"{shown} is an HDF5 file but not Keras weights (no 'layer_names').")
+    layers = [
+        (name, [group[name][weight].shape for weight in weights])
+        for name in _h5_strings(group, "layer_names")
+        if (weights := _h5_strings(group[name], "weight_names"))
+    ]
+    recorded = file.attrs.get(_CONTENT_MARK)
+    if recorded is not None and (actual := _weights_sha256(group)) != str(recorded):
+        raise ValueError(
+            f"{shown} was altered after publish_weights wrote it: its weights hash to sha256 "
+            f"{actual}, the file records {recorded}. Replace it with an intact copy."
+        )
+    origin = ""
+    if _MODEL_MARK in file.attrs:
+        origin = f" (published for {file.attrs[_MODEL_MARK]} on {file.attrs[_DATASET_MARK]})"
+    return _Checkpoint("h5", layers, origin)
+
+
+def _saving_lib_h5(file, fmt: str) -> _Checkpoint:
+    """A tf-keras `.weights.h5` file (or a `.keras` archive's): each `layers/<path>` group with
+    the shapes of every weight below it (its sublayers' too)."""
+    layers = []
+    for name, group in file.get("layers", {}).items():
+        shapes = []
+        group.visititems(
+            lambda _, item, shapes=shapes: (
+                shapes.append(item.shape) if isinstance(item, h5py.Dataset) else None
+            )
+        )
+        layers.append((f"layers/{name}", _sorted(shapes)))
+    return _Checkpoint(fmt, layers)
+
+
+def _tf_checkpoint(prefix: str, shown: str) -> _Checkpoint:
+    """A TF checkpoint of `save_weights`, positional (`layer_with_weights-N`); every weight is
+    read once, which checks its CRC32C and notices a truncated data file."""
+    reader, shapes = tf.train.load_checkpoint(prefix), {}
+    for key, shape in reader.get_variable_to_shape_map().items():
+        match = re.fullmatch(r"layer_with_weights-(\d+)/.+/\.ATTRIBUTES/VARIABLE_VALUE", key)
+        if match and ".OPTIMIZER_SLOT" not in key:
+            reader.get_tensor(key)
+            shapes.setdefault(int(match.group(1)), []).append(shape)
+    if not shapes:
+        raise ValueError(
+            f"{shown} is a TF checkpoint without Keras layer weights (no 'layer_with_weights-N' "
+            "variables): write it with `model.save_weights(prefix)`."
+        )
+    return _Checkpoint(
+        "tf", [(f"layer_with_weights-{i}", _sorted(shapes[i])) for i in sorted(shapes)]
     )
 
 
-def _read_h5_layers(path: str) -> tuple[list[tuple[str, list[tuple]]], dict]:
-    """Layers with weights in a Keras HDF5 file: [(name, [weight shapes])], and its marks."""
-    try:
-        file = h5py.File(path, "r")
-    except OSError as error:
-        raise IncompatibleWeightsError(
-            f"{path} cannot be read as HDF5 weights (truncated or damaged?): {error}"
-        ) from error
-    with file:
-        group = file
-        if "layer_names" not in file.attrs and "model_weights" in file:
-            group = file["model_weights"]
-        if not _h5_attribute(group, "layer_names"):
-            if "layers" in file or "vars" in file:
-                raise _conversion_hint(path, "Keras 3-style `.weights.h5` file")
-            raise IncompatibleWeightsError(
-                f"{path} is an HDF5 file but not Keras weights (no 'layer_names' attribute)."
-            )
-        layers = []
-        for name in _h5_attribute(group, "layer_names"):
-            weight_names = _h5_attribute(group[name], "weight_names")
-            if weight_names:
-                layers.append((name, [tuple(group[name][w].shape) for w in weight_names]))
-        marks = {key: file.attrs[key] for key in (_MODEL_MARK, _DATASET_MARK) if key in file.attrs}
-    return layers, marks
+def _read_checkpoint(path: str, *, shown: str | None = None) -> _Checkpoint:
+    """A checkpoint's layers and shapes, by content; `shown` names it in errors.
 
-
-_TF_LAYER_KEY = re.compile(r"layer_with_weights-(\d+)/(.+)/\.ATTRIBUTES/VARIABLE_VALUE")
-
-
-def _read_tf_layers(prefix: str) -> list[tuple[str, list[tuple]]]:
-    """Layers with weights in a TF checkpoint written by `save_weights`, by position.
-
-    Shapes are sorted (checkpoint keys are attribute names, not the weights' order).
+    Raises:
+        ValueError: an unsupported format, unreadable (truncated?) or altered file.
     """
-    shapes: dict[int, list[tuple]] = {}
-    for key, shape in tf.train.list_variables(prefix):
-        match = _TF_LAYER_KEY.fullmatch(key)
-        if match and ".OPTIMIZER_SLOT" not in key:
-            shapes.setdefault(int(match.group(1)), []).append(tuple(shape))
-    if not shapes:
-        raise IncompatibleWeightsError(
-            f"{prefix} is a TF checkpoint without Keras layer weights (no 'layer_with_weights-N' "
-            "variables): write it with `model.save_weights(prefix)`, not `tf.train.Checkpoint`."
-        )
-    return [(f"layer_with_weights-{i}", sorted(shapes[i])) for i in sorted(shapes)]
-
-
-def _checkpoint_format(path: str) -> str:
-    """ "h5" or "tf"; raises for formats the zoo does not load."""
+    shown = shown or path
     if os.path.isdir(path):
-        raise _conversion_hint(path, "SavedModel directory")
-    if os.path.isfile(path):
-        if h5py.is_hdf5(path):
-            return "h5"
-        if zipfile.is_zipfile(path):
-            raise _conversion_hint(path, "Keras 3-style `.keras` archive")
-        if os.path.isfile(path + ".index"):
-            return "tf"
-        raise IncompatibleWeightsError(
-            f"{path} is neither a Keras HDF5 weights file nor a TF checkpoint."
+        raise ValueError(
+            f"{shown} is a SavedModel directory, which the zoo does not load. Save its weights: "
+            "`tf.keras.models.load_model(path).save_weights('w.h5')`, then pass 'w.h5'."
         )
-    return "tf"
+    try:
+        if not os.path.isfile(path):
+            return _tf_checkpoint(path, shown)
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                if damaged := archive.testzip():
+                    raise ValueError(f"{shown} is damaged: its {damaged} fails the zip CRC check.")
+                with archive.open("model.weights.h5") as member, h5py.File(member, "r") as file:
+                    return _saving_lib_h5(file, "keras")
+        if h5py.is_hdf5(path):
+            with h5py.File(path, "r") as file:
+                if "layer_names" not in file.attrs and "layers" in file:
+                    return _saving_lib_h5(file, "weights.h5")
+                return _keras_h5(file, shown)
+    except (
+        OSError,
+        KeyError,
+        IndexError,
+        RuntimeError,
+        zipfile.BadZipFile,
+        tf.errors.OpError,
+    ) as error:
+        raise ValueError(
+            f"{shown} cannot be read as weights (truncated or damaged?): {error}"
+        ) from error
+    raise ValueError(
+        f"{shown} is neither Keras HDF5 weights, a `.weights.h5` or `.keras` file, nor a TF "
+        "checkpoint (truncated or damaged?)."
+    )
 
 
-def _model_layers(model: tf.keras.Model) -> list[tuple[tf.keras.layers.Layer, list]]:
-    """Layers with weights in Keras' topological order, each with its weights in the order
-    HDF5 files store them (trainable, then non-trainable)."""
-    return [
-        (layer, layer.trainable_weights + layer.non_trainable_weights)
-        for layer in model.layers
-        if layer.weights
-    ]
+def _saving_lib_paths(model: tf.keras.Model) -> list[str]:
+    """Each of `model.layers`' path in a `.weights.h5` file: its class in snake case, `_<k>`
+    from the second of a class on (tf-keras 2.21 `saving_lib._save_container_state`)."""
+    paths, used = [], {}
+    for layer in model.layers:
+        name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", type(layer).__name__)
+        name = re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+        name = "private" + name if name.startswith("_") else name
+        used[name] = used.get(name, -1) + 1
+        paths.append(f"layers/{name}" + (f"_{used[name]}" if used[name] else ""))
+    return paths
 
 
-def _format_shapes(shapes) -> str:
-    return "[" + ", ".join(str(tuple(int(d) for d in shape)) for shape in shapes) + "]"
+def _sorted(shapes) -> list[tuple]:
+    """Shapes in a canonical order (kernels first) where the file does not keep their order."""
+    return sorted((tuple(int(d) for d in shape) for shape in shapes), key=lambda s: (-len(s), s))
+
+
+def _shapes(layer) -> list[tuple]:
+    """Weight shapes in the order of HDF5 files and `get_weights`."""
+    weights = layer.trainable_weights + layer.non_trainable_weights
+    return [tuple(int(d) for d in weight.shape) for weight in weights]
+
+
+def _source_layers(model, source) -> tuple[str, str, str, list]:
+    """`source`'s format, description, origin and `(name, shapes)` of its layers with weights,
+    in `model`'s order for `.weights.h5` / `.keras` files (shapes None where absent, the
+    file's other entries last)."""
+    if isinstance(source, tf.keras.Model):
+        layers = [(layer.name, _shapes(layer)) for layer in source.layers if layer.weights]
+        return "model", f"The source model {source.name!r}", "", layers
+    path = resolve_checkpoint_path(source)
+    checkpoint = _read_checkpoint(path)
+    fmt, layers = checkpoint.format, checkpoint.layers
+    suffix = {"weights.h5": ".weights.h5", "keras": ".keras"}.get(fmt)
+    if (suffix and not path.endswith(suffix)) or (fmt == "h5" and path.endswith(".weights.h5")):
+        raise ValueError(
+            f"{path} is a {fmt} file by its content, but tf-keras chooses its reader by the "
+            f"file name: rename it to end with {suffix or '.h5'}."
+        )
+    if fmt in ("weights.h5", "keras"):
+        paths = [p for p, layer in zip(_saving_lib_paths(model), model.layers) if layer.weights]
+        stored = dict(layers)
+        layers = [(p, stored.get(p)) for p in paths]
+        layers += [(p, shapes) for p, shapes in stored.items() if shapes and p not in paths]
+    return fmt, f"The checkpoint {path}", checkpoint.origin, layers
+
+
+def _check(model, source, *, include_top: bool, model_name: str | None) -> tuple[str, bool]:
+    """`check_compatible`, also returning whether `source` has a head to skip."""
+    model_name = model_name or model.name
+    ours = [layer for layer in model.layers if layer.weights]
+    fmt, what, origin, saved = _source_layers(model, source)
+    kind = "source model" if fmt == "model" else "checkpoint"
+    skip_head = len(saved) > len(ours)
+    prefix = f"{what} does not fit {model_name}{origin}: first mismatch at"
+    for index, layer in enumerate(ours):
+        expected = (
+            _sorted(_shapes(layer)) if fmt in ("tf", "weights.h5", "keras") else _shapes(layer)
+        )
+        if index >= len(saved) or saved[index][1] is None:
+            lacks = (
+                f"no {saved[index][0]!r} entry"
+                if index < len(saved)
+                else f"only {len(saved)} layers with weights"
+            )
+            raise ValueError(
+                f"{prefix} layer #{index} {layer.name!r} with weights {expected}, which the "
+                f"{kind} lacks (it has {lacks})"
+                + (": a no-top file? pass include_top=False." if include_top else ".")
+            )
+        name, found = saved[index]
+        if found != expected:
+            raise ValueError(
+                f"{prefix} layer #{index} {layer.name!r}: {model_name} has weights of shapes "
+                f"{expected}, the {kind}'s layer {name!r} has {found}. Check the model, "
+                "input_shape (channels, stem), width_multiplier and num_classes."
+            )
+        if fmt == "h5" and skip_head and not include_top and name != layer.name:
+            raise ValueError(  # tf-keras skips an HDF5 file's head only when loading by name
+                f"{prefix} layer #{index} {layer.name!r}: the checkpoint's layer is named "
+                f"{name!r}, and a full HDF5 file's head is skipped by loading layers by name."
+            )
+        if fmt == "model" and re.sub(r"_\d+$", "", name) != re.sub(r"_\d+$", "", layer.name):
+            raise ValueError(f"{prefix} layer #{index} {layer.name!r}: the source's is {name!r}.")
+    if skip_head and include_top:
+        name, found = saved[len(ours)]
+        raise ValueError(
+            f"{prefix} the {kind}'s layer #{len(ours)} {name!r} with weights {found}, which "
+            f"{model_name} lacks ({len(ours)} layers with weights, the {kind} {len(saved)})"
+            + (": a full file? include_top=False skips its head." if kind == "checkpoint" else ".")
+        )
+    return fmt, skip_head
 
 
 def check_compatible(
     model: tf.keras.Model,
-    checkpoint: str,
+    source: str | os.PathLike | tf.keras.Model,
     *,
-    model_name: str | None = None,
     include_top: bool = True,
+    model_name: str | None = None,
 ) -> str:
-    """Compare a checkpoint's layers and weight shapes with the model's, without loading.
+    """Check that `source`'s weights fit `model`, without assigning any.
 
-    Details:
-        Layers with weights are paired by position (Keras' topological order). Every model
-        layer needs a checkpoint layer with the same weight shapes; with
-        `include_top=False` the checkpoint may hold extra trailing layers (the head of a full
-        file), with `include_top=True` it may not.
+    Layers with weights are paired as tf-keras's loaders pair them: by position for HDF5 files,
+    TF checkpoints and built models; by tf-keras's layer path (class name and ordinal) for
+    `.weights.h5` and `.keras` files. Their weight shapes must be equal (compared sorted where
+    a format does not keep their order). A built model's layer names must match too, ignoring
+    Keras's `_<n>` suffixes (the recipe's step 1 -> step 2 transfer). With
+    `include_top=False`, `source` may have extra trailing layers (a head, skipped when loading;
+    for HDF5 files the layer names must then match, as tf-keras loads them by name). A file
+    written by `publish_weights` must also match the content hash stored in it.
+
+    Example:
+        ```python
+        zoo.weights.check_compatible(step2_model, "runs/fm/step1/DyResNet18_step1.h5")
+        zoo.weights.check_compatible(step2_model, step1_model)
+        ```
 
     Args:
-        model: the model to load into.
-        checkpoint: an HDF5 file or a TF checkpoint prefix (`resolve_checkpoint_path`).
+        model: the built model to load into.
+        source: a checkpoint path (see `resolve_checkpoint_path`) or a built model.
+        include_top: False when `model` lacks the head that `source` may have.
         model_name: for messages; default `model.name`.
-        include_top: whether the model has its head.
 
     Returns:
-        The format, "h5" or "tf".
+        The format of `source`: "h5", "weights.h5", "keras", "tf" or "model".
 
     Raises:
-        IncompatibleWeightsError: naming the model and the first mismatching layer, or an
-            unsupported format.
+        ValueError: naming `source`, the model and the first mismatching layer (index, name,
+            expected and found shapes); an unreadable or altered file; an unsupported format.
+        FileNotFoundError: no such checkpoint.
     """
-    model_name = model_name or model.name
-    fmt = _checkpoint_format(checkpoint)
-    if fmt == "h5":
-        saved, marks = _read_h5_layers(checkpoint)
-    else:
-        saved, marks = _read_tf_layers(checkpoint), {}
-    origin = ""
-    if _MODEL_MARK in marks:
-        origin = (
-            f" (the checkpoint was published for {marks[_MODEL_MARK]}"
-            + (f" on {marks[_DATASET_MARK]}" if _DATASET_MARK in marks else "")
-            + ")"
-        )
-    ours = _model_layers(model)
-    prefix = f"The checkpoint {checkpoint} does not fit {model_name}{origin}: first mismatch"
-    for index, (layer, variables) in enumerate(ours):
-        model_shapes = [tuple(v.shape) for v in variables]
-        if index >= len(saved):
-            raise IncompatibleWeightsError(
-                f"{prefix} at layer #{index} {layer.name!r} (weights "
-                f"{_format_shapes(model_shapes)}), which has no counterpart: the checkpoint "
-                f"holds only {len(saved)} layers with weights"
-                + (" (a no-top file? pass include_top=False)." if include_top else ".")
-            )
-        saved_name, saved_shapes = saved[index]
-        compared = sorted(model_shapes) if fmt == "tf" else model_shapes
-        if compared != saved_shapes:
-            raise IncompatibleWeightsError(
-                f"{prefix} at layer #{index} {layer.name!r}: the model's weights have shapes "
-                f"{_format_shapes(compared)}, the checkpoint's layer {saved_name!r} has "
-                f"{_format_shapes(saved_shapes)}. Check the model, input_shape (channels, "
-                "stem) and num_classes against those the checkpoint was trained with."
-            )
-    if include_top and len(saved) > len(ours):
-        raise IncompatibleWeightsError(
-            f"{prefix} at the checkpoint's layer #{len(ours)} {saved[len(ours)][0]!r}, which "
-            f"has no counterpart: {model_name} has {len(ours)} layers with weights, the "
-            f"checkpoint {len(saved)}."
-        )
-    return fmt
-
-
-def load_checkpoint(
-    model: tf.keras.Model,
-    checkpoint: str | os.PathLike,
-    *,
-    model_name: str | None = None,
-    include_top: bool = True,
-) -> None:
-    """Load a local checkpoint into `model` in place, after `check_compatible`.
-
-    Raises:
-        WeightsFileNotFoundError: no such file.
-        IncompatibleWeightsError: see `check_compatible`.
-    """
-    path = resolve_checkpoint_path(checkpoint)
-    fmt = check_compatible(model, path, model_name=model_name, include_top=include_top)
-    if fmt == "tf":
-        model.load_weights(path).expect_partial()  # expect_partial: a skipped head
-        return
-    with h5py.File(path, "r") as file:
-        group = file
-        if "layer_names" not in file.attrs and "model_weights" in file:
-            group = file["model_weights"]
-        saved = [
-            (name, names)
-            for name in _h5_attribute(group, "layer_names")
-            if (names := _h5_attribute(group[name], "weight_names"))
-        ]
-        assignments = []
-        for (_layer, variables), (name, weight_names) in zip(_model_layers(model), saved):
-            values = [np.asarray(group[name][w]) for w in weight_names]
-            assignments.extend(zip(variables, values))
-    tf.keras.backend.batch_set_value(assignments)
-    for layer in model.layers:
-        layer.finalize_state()
+    return _check(model, source, include_top=include_top, model_name=model_name)[0]
 
 
 def load_pretrained(
@@ -931,46 +875,27 @@ def load_pretrained(
     include_top: bool,
     cache_dir: str | os.PathLike | None = None,
 ) -> None:
-    """Load `weights` into `model` in place: None (nothing), a registered dataset, or a path.
-
-    Called by every zoo constructor (through `common.finish_model`).
-
-    Example:
-        ```python
-        model = zoo.ReActNet18(input_shape=(32, 32, 3), num_classes=10)
-        load_pretrained(model, "reactnet18_cifar10.h5", model_name="ReActNet18", include_top=True)
-        ```
-
-    Args:
-        model: a zoo model, built.
-        weights: None, a dataset registered for `model_name` (e.g. "imagenet"), or a
-            checkpoint path (HDF5 file, TF checkpoint prefix, `.index` file or directory).
-        model_name: the zoo name of the model (registry key, messages).
-        include_top: whether the model has its head.
-        cache_dir: default `default_cache_dir()`.
+    """Load `weights` into `model` in place (every zoo constructor calls this): None, a dataset
+    registered for `model_name` (see `get_weights_file`), or a checkpoint path.
+    `check_compatible` runs first, then tf-keras's `model.load_weights`.
 
     Raises:
-        ValueError: a dataset not registered for `model_name`.
-        WeightsNotAvailableError, WeightsChecksumError, WeightsDownloadError: see
-            `get_weights_file`.
-        WeightsFileNotFoundError: a path that does not exist.
-        IncompatibleWeightsError: the checkpoint does not fit the model.
+        ValueError, FileNotFoundError, OSError: see `check_compatible`, `get_weights_file`.
     """
     if weights is None:
         return
     if isinstance(weights, str) and weights in registered_datasets(model_name):
-
-        def check(path: str) -> None:
-            check_compatible(model, path, model_name=model_name, include_top=include_top)
-
-        path, entry = _resolve(
-            model_name, weights, include_top=include_top, cache_dir=cache_dir, check=check
+        weights = get_weights_file(
+            model_name, weights, include_top=include_top, cache_dir=cache_dir
         )
-        load_checkpoint(model, path, model_name=model_name, include_top=include_top)
-        return
-    if isinstance(weights, str) and weights in _DATASET_CLASSES:
+    elif isinstance(weights, str) and weights in _DATASET_CLASSES:
         weights_entry(model_name, weights, include_top=include_top)  # raises, listing valid ones
-    load_checkpoint(model, weights, model_name=model_name, include_top=include_top)
+    path = resolve_checkpoint_path(weights)
+    fmt, skip_head = _check(model, path, include_top=include_top, model_name=model_name)
+    if fmt == "tf":
+        model.load_weights(path).expect_partial()  # a skipped head, optimizer slots
+    else:  # tf-keras skips a `.weights.h5` / `.keras` head itself, an HDF5 one by name
+        model.load_weights(path, by_name=fmt == "h5" and skip_head)
 
 
 # ---------------------------------------------------------------------------- publishing
@@ -988,32 +913,20 @@ def publish_weights(
 ) -> PublishedWeights:
     """Write a trained model's weights as a registry file and describe its entry.
 
-    Details:
-        Writes `<out_dir>/<model>_<dataset>_weights[_notop].h5` (Keras HDF5 weights, marked
-        with the model and dataset so a mismatch error can name them, and with
-        `PADDING_MARK` for a model built with `padding="pytorch"`), through a temporary
-        name, and computes its sha256. Upload the file (its URL is `<url_base>/<file name>`),
-        then add the returned entry to `PUBLISHED_WEIGHTS` (or call `register_weights`), or
-        just copy the file into a cache or mirror directory: it then loads with
-        `weights=dataset`.
+    Writes `<out_dir>/<model>_<dataset>_weights[_notop].h5` (Keras HDF5 weights) through a
+    temporary name. The file records the model, the dataset and the sha256 of its weights
+    (HDF5 attribute `larq_dysign_weights_sha256`), which every load checks: a flipped bit is
+    refused even where the registry has no sha256; a model built with `padding="pytorch"`
+    also records that (`PADDING_MARK`), and `attributes` adds more (e.g. the source). Upload
+    it (URL `<url_base>/<file name>`) and add the returned entry to `PUBLISHED_WEIGHTS` (or
+    `register_weights`), or copy it into a cache or mirror directory: it then loads with
+    `weights=dataset`.
 
     Example:
         ```python
         published = zoo.publish_weights(trained_model, "out/", dataset="imagenet")
         print(published.entry.sha256)
         ```
-
-    Args:
-        model: the trained model, built with `include_top` as given here.
-        out_dir: where to write the file (created if needed).
-        dataset: lower-case dataset name, e.g. "imagenet".
-        include_top: whether `model` has its head (False writes the `_notop` file).
-        model_name: the zoo name; default `model.name`.
-        url_base: where the file will be uploaded, for the entry's URL ("" leaves it empty).
-        attributes: more HDF5 attributes of the file (e.g. where the weights come from).
-
-    Returns:
-        `PublishedWeights(path, entry)`.
 
     Raises:
         ValueError: unknown model name, bad dataset name, a head whose class count differs
@@ -1022,42 +935,26 @@ def publish_weights(
     model_name = model_name or model.name
     get_model_constructor(model_name)
     _check_dataset_name(dataset)
-    num_classes = None
-    if include_top:
-        num_classes = int(model.output_shape[-1])
-        known = _DATASET_CLASSES.get(dataset)
-        if known is not None and known != num_classes:
-            raise ValueError(
-                f"Expected a model with {known} classes for dataset {dataset!r}, but "
-                f"{model_name}'s output has {num_classes}."
-            )
+    num_classes = int(model.output_shape[-1]) if include_top else None
+    known = _DATASET_CLASSES.get(dataset)
+    if include_top and known is not None and known != num_classes:
+        raise ValueError(
+            f"Expected a model with {known} classes for dataset {dataset!r}, but "
+            f"{model_name}'s output has {num_classes}."
+        )
     file_name = weights_file_name(model_name, dataset, include_top=include_top)
     out_dir = os.path.abspath(os.path.expanduser(os.fspath(out_dir)))
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, file_name)
-    part = os.path.join(out_dir, f".{file_name}.{uuid.uuid4().hex}.part.h5")
-    try:
+    with atomic_path(path) as part:
         model.save_weights(part, save_format="h5")
         with h5py.File(part, "a") as file:
-            file.attrs[_MODEL_MARK] = model_name
-            file.attrs[_DATASET_MARK] = dataset
-            file.attrs[_TOP_MARK] = include_top
+            file.attrs.update({_MODEL_MARK: model_name, _DATASET_MARK: dataset})
             if _model_padding(model):
                 file.attrs[PADDING_MARK] = _model_padding(model)
-            for key, value in (attributes or {}).items():
-                file.attrs[key] = value
+            file.attrs.update(attributes or {})
+            file.attrs[_CONTENT_MARK] = _weights_sha256(file)
         digest = sha256_of(part)
-        os.replace(part, path)
-    finally:
-        if os.path.exists(part):
-            os.remove(part)
-    entry = WeightsEntry(
-        model=model_name,
-        dataset=dataset,
-        include_top=include_top,
-        file_name=file_name,
-        sha256=digest,
-        url=f"{url_base.rstrip('/')}/{file_name}" if url_base else "",
-        num_classes=num_classes,
-    )
+    url = f"{url_base.rstrip('/')}/{file_name}" if url_base else ""
+    entry = WeightsEntry(model_name, dataset, include_top, file_name, digest, url, num_classes)
     return PublishedWeights(path=path, entry=entry)

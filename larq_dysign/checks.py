@@ -1,0 +1,26 @@
+"""Argument checks shared by the package: each error names the argument, the value received
+and what is allowed, before any work is done."""
+
+from __future__ import annotations
+
+import numbers
+
+
+def check_positive_int(argument: str, value) -> None:
+    """Raise unless `value` is an int >= 1 (NumPy integers count; bools do not)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"Expected {argument} to be a positive integer, but got {value!r}.")
+
+
+def check_choice(argument: str, value, allowed) -> None:
+    """Raise unless `value` is one of `allowed`."""
+    if isinstance(value, bool) or value not in allowed:
+        raise ValueError(
+            f"Expected {argument} to be one of {', '.join(map(repr, allowed))}, but got {value!r}."
+        )
+
+
+def check_bool(argument: str, value) -> None:
+    """Raise unless `value` is True or False (a string such as "false" is refused)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"Expected {argument} to be True or False, but got {value!r}.")
