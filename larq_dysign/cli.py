@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "larq_dysign.zoo.commands",
     "larq_dysign.export.commands",
     "larq_dysign.training.commands",
+    "larq_dysign.zoo.import_commands",
 )
 #: Exceptions that mean "the arguments were wrong" (exit 2); any other one is a failure (1).
 ARGUMENT_ERRORS = (

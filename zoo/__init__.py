@@ -12,6 +12,7 @@ Example:
 from .cct import BinaryCCT, DyBinaryCCT
 from .imagenet import decode_predictions, normalize, preprocess_input
 from .mobilenet import DyMobileNet, ReActNetA
+from .reactnet_import import import_reactnet
 from .registry import get_model, get_model_constructor, list_models
 from .resnet import DyResNet18, ReActNet18
 from .saved import load_saved_model, read_description, save_model
@@ -28,6 +29,7 @@ __all__ = [
     "get_model",
     "get_model_constructor",
     "get_weights_file",
+    "import_reactnet",
     "list_models",
     "load_saved_model",
     "normalize",

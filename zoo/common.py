@@ -12,6 +12,7 @@ import tensorflow as tf
 from ..checks import check_bool, check_choice, check_positive_int
 from ..layers import DyPReLU, DySign, RPReLU, RSign
 from . import weights as weights_module
+from .pytorch_padding import PADDINGS
 
 DEFAULT_INPUT_SHAPE = (224, 224, 3)
 STEMS = ("auto", "imagenet", "small")
@@ -28,6 +29,7 @@ def check_common_arguments(
     stem: str = "auto",
     width_multiplier: float = 1.0,
     input_tensor=None,
+    padding: str | None = None,
 ) -> None:
     """Validate the arguments every zoo constructor takes, before any work.
 
@@ -63,9 +65,21 @@ def check_common_arguments(
         raise ValueError(
             f"Expected width_multiplier to be a number in (0, 4], but got {width_multiplier!r}."
         )
+    check_choice("padding", padding, (*PADDINGS, None))
     weights_module.validate_weights_argument(
         weights, include_top=include_top, num_classes=num_classes
     )
+
+
+def resolve_padding(padding: str | None, weights, *, model_name: str, include_top: bool) -> str:
+    """`padding=None` -> the padding the weights were made for ("pytorch" for those imported
+    from ReActNet's PyTorch checkpoints, see `weights.recorded_padding`), else "lce"."""
+    if padding is not None:
+        return padding
+    recorded = weights_module.recorded_padding(
+        weights, model_name=model_name, include_top=include_top
+    )
+    return recorded or "lce"
 
 
 def _check_layer_options(argument: str, options, layer_class, enabled: bool, flag: str) -> None:
@@ -145,21 +159,23 @@ def binary_conv2d(
     *,
     strides: int = 1,
     binary_weights: bool = True,
+    pad_values: float = 1.0,
     name: str | None = None,
 ) -> lq.layers.QuantConv2D:
     """A binary conv as ReActNet's HardBinaryConv, fed by a sign layer.
 
     Weights: `magnitude_aware_sign` (per-output-channel scale mean|W|) with larq's weight
     clip; `binary_weights=False` keeps them real (step 1 of two-step training). Padding is
-    "same" with +1 pad values, which LCE converts for every target and which keeps the
-    padded activations binary (zero is not a binary value).
+    "same" with +1 pad values by default, which LCE converts for every target and which
+    keeps the padded activations binary (zero is not a binary value); `pad_values=0.0` is
+    PyTorch's zero padding (LCE: `target="arm"` only; docs/design.md, Padding).
     """
     return lq.layers.QuantConv2D(
         filters,
         kernel_size,
         strides=strides,
         padding="same",
-        pad_values=1.0,
+        pad_values=pad_values,
         use_bias=False,
         input_quantizer=binary_input(),
         kernel_quantizer="magnitude_aware_sign" if binary_weights else None,
@@ -181,6 +197,8 @@ class BlockOptions:
         dyprelu: DyPReLU (dynamic shifts) instead of RPReLU.
         dysign_options: keyword arguments of every `DySign`.
         dyprelu_options: keyword arguments of every `DyPReLU`.
+        padding: "lce" (+1 pad values) or "pytorch" (zero pad values, PyTorch's symmetric
+            padding of strided binary convs; `pytorch_padding`).
     """
 
     binary_weights: bool = True
@@ -188,6 +206,7 @@ class BlockOptions:
     dyprelu: bool = False
     dysign_options: dict | None = None
     dyprelu_options: dict | None = None
+    padding: str = "lce"
 
     def __post_init__(self):
         for name in ("binary_weights", "dysign", "dyprelu"):
@@ -212,12 +231,13 @@ class BlockOptions:
     def binary_conv2d(
         self, filters: int, kernel_size: int, *, strides: int = 1, name: str
     ) -> lq.layers.QuantConv2D:
-        """`binary_conv2d` with this model's `binary_weights`."""
+        """`binary_conv2d` with this model's `binary_weights` and pad values."""
         return binary_conv2d(
             filters,
             kernel_size,
             strides=strides,
             binary_weights=self.binary_weights,
+            pad_values=0.0 if self.padding == "pytorch" else 1.0,
             name=name,
         )
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import tensorflow as tf
 
-from . import common
+from . import common, pytorch_padding
 from .registry import register_model
 
 WIDTHS = (32, 64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024)
@@ -33,13 +35,19 @@ def _block(x, out_channels: int, strides: int, *, name: str, options: common.Blo
         )
         return common.batch_norm(f"{name}_{suffix}_bn")(t)
 
+    # padding="pytorch": a strided 3x3 conv and its shortcut work on the spatially reversed
+    # map, the sum is reversed back: PyTorch's symmetric stride-2 padding (pytorch_padding)
+    reflect = options.padding == "pytorch" and strides == 2
+    if reflect:
+        x = pytorch_padding.SpatialReverse(name=f"{name}_reverse")(x)
     shortcut = x
     if strides == 2:
         shortcut = tf.keras.layers.AveragePooling2D(2, padding="same", name=f"{name}_pool")(x)
     h = conv_bn(options.sign(x, f"{name}_sign_3x3"), in_channels, 3, strides, "conv_3x3")
-    h = options.activation(
-        tf.keras.layers.add([h, shortcut], name=f"{name}_add_3x3"), f"{name}_prelu_3x3"
-    )
+    h = tf.keras.layers.add([h, shortcut], name=f"{name}_add_3x3")
+    if reflect:
+        h = pytorch_padding.SpatialReverse(name=f"{name}_unreverse")(h)
+    h = options.activation(h, f"{name}_prelu_3x3")
 
     a = options.sign(h, f"{name}_sign_1x1")
     if out_channels == in_channels:
@@ -68,6 +76,7 @@ def _reactnet_a(
     num_classes: int,
     stem: str,
     width_multiplier: float,
+    padding: str | None,
     options: common.BlockOptions,
 ) -> tf.keras.Model:
     common.check_common_arguments(
@@ -78,22 +87,31 @@ def _reactnet_a(
         stem=stem,
         width_multiplier=width_multiplier,
         input_tensor=input_tensor,
+        padding=padding,
     )
+    padding = common.resolve_padding(padding, weights, model_name=name, include_top=include_top)
+    options = dataclasses.replace(options, padding=padding)
     base = common.scaled_width(WIDTHS[0], width_multiplier)
     widths = [base * w // WIDTHS[0] for w in WIDTHS]  # blocks keep or double the width
     inputs = common.model_inputs(input_shape, input_tensor)
     stem_strides = 2 if common.resolve_stem(stem, inputs) == "imagenet" else 1
+    # padding="pytorch": PyTorch's symmetric padding of the stride-2 stem conv by a
+    # reflection around it (pytorch_padding; the kernel is stored rotated)
+    reflect = stem_strides == 2 and options.padding == "pytorch"
+    x = pytorch_padding.SpatialReverse(name="stem_reverse")(inputs) if reflect else inputs
     x = tf.keras.layers.Conv2D(
         widths[0], 3, strides=stem_strides, padding="same", use_bias=False, name="stem_conv"
-    )(inputs)
+    )(x)
     x = common.batch_norm("stem_bn")(x)
+    if reflect:
+        x = pytorch_padding.SpatialReverse(name="stem_unreverse")(x)
 
     for index, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:]), start=1):
         strides = 2 if c_out != c_in and c_in != widths[0] else 1
         x = _block(x, c_out, strides, name=f"block{index}", options=options)
 
     outputs = common.classification_head(x, num_classes) if include_top else x
-    return common.finish_model(
+    model = common.finish_model(
         inputs,
         outputs,
         input_tensor=input_tensor,
@@ -101,6 +119,9 @@ def _reactnet_a(
         weights=weights,
         include_top=include_top,
     )
+    if options.padding == "pytorch":
+        pytorch_padding.warn_small_maps(model)
+    return model
 
 
 @register_model("mobilenet")
@@ -114,6 +135,7 @@ def ReActNetA(
     binary_weights: bool = True,
     stem: str = "auto",
     width_multiplier: float = 1.0,
+    padding: str | None = None,
 ) -> tf.keras.Model:
     """ReActNet-A: the binary MobileNetV1 of ReActNet, with RSign and RPReLU.
 
@@ -126,6 +148,11 @@ def ReActNetA(
     At 224x224x3 / 1000 classes: 4.82e9 binary and 1.2e7 float MACs (OPs 0.87e8), 28.3M
     binary weights, 29.3M parameters. ImageNet top-1 in the paper: 69.4%.
 
+    `weights="imagenet"`: ReActNet's own trained weights, converted once from the official
+    PyTorch checkpoint with `zoo.import_reactnet` / `larq-dysign import-reactnet --model
+    ReActNetA` (69.5% top-1 in ReActNet's README; the model is then built with
+    `padding="pytorch"` by itself).
+
     Example:
         ```python
         model = zoo.ReActNetA(input_shape=(32, 32, 3), num_classes=10)
@@ -134,7 +161,8 @@ def ReActNetA(
     Args:
         input_shape: (height, width, channels); default (224, 224, 3).
         input_tensor: a Keras tensor (or tensor) to build the model on.
-        weights: None, a registered dataset name ("imagenet"), or a checkpoint path.
+        weights: None, a registered dataset name ("imagenet", see above), or a checkpoint
+            path.
         include_top: False returns the last feature map (B, H/32, W/32, 1024).
         num_classes: classes of the dense head.
         binary_weights: False keeps the conv weights real (step 1 of two-step training).
@@ -142,6 +170,13 @@ def ReActNetA(
             112 px).
         width_multiplier: scales every width (the stem's 32 rounded to a multiple of 8, the
             blocks' in proportion), as MobileNet's alpha; 1.0 is the paper's network.
+        padding: "lce" (binary convs pad with +1 under TF's "same": LCE's form for every
+            target), "pytorch" (zero padding in the binary convs and PyTorch's symmetric
+            padding of the stride-2 convs: what ReActNet's PyTorch-trained ImageNet
+            weights need; still one `LceBconv2d` per binary conv, for LCE's "arm" target;
+            see `larq_dysign.zoo.pytorch_padding`), or None (default): the padding the
+            weights file records ("pytorch" for the ImageNet weights, imported by
+            `import_reactnet`), else "lce".
 
     Returns:
         A `tf.keras.Model`.
@@ -158,6 +193,7 @@ def ReActNetA(
         num_classes=num_classes,
         stem=stem,
         width_multiplier=width_multiplier,
+        padding=padding,
         options=common.BlockOptions(binary_weights=binary_weights),
     )
 
@@ -173,6 +209,7 @@ def DyMobileNet(
     binary_weights: bool = True,
     stem: str = "auto",
     width_multiplier: float = 1.0,
+    padding: str | None = None,
     dysign: bool = True,
     dyprelu: bool = True,
     dysign_options: dict | None = None,
@@ -183,6 +220,11 @@ def DyMobileNet(
     Same graph as `ReActNetA` plus the hyper functions (1.98M more parameters, 31.34M in
     all, at 224x224x3 / 1000 classes). ImageNet top-1 in the paper: 71.2%.
 
+    `weights="imagenet"`: ReActNet-A's trained tensors (`zoo.import_reactnet`), the hyper
+    functions at their initial values, so the model computes exactly ReActNet-A: the
+    starting point for fine-tuning the dynamic thresholds on ImageNet, not a trained
+    DyMobileNet (no DySign ImageNet accuracy comes with it).
+
     Example:
         ```python
         model = zoo.DyMobileNet(input_shape=(32, 32, 3), num_classes=10)
@@ -190,7 +232,7 @@ def DyMobileNet(
 
     Args:
         input_shape, input_tensor, weights, include_top, num_classes, binary_weights, stem,
-            width_multiplier: as for `ReActNetA`.
+            width_multiplier, padding: as for `ReActNetA`.
         dysign: False keeps RSign (for ablations).
         dyprelu: False keeps RPReLU (for ablations).
         dysign_options: keyword arguments of every `DySign`.
@@ -213,6 +255,7 @@ def DyMobileNet(
         num_classes=num_classes,
         stem=stem,
         width_multiplier=width_multiplier,
+        padding=padding,
         options=common.BlockOptions(
             binary_weights=binary_weights,
             dysign=dysign,

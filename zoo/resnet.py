@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import tensorflow as tf
 
-from . import common
+from . import common, pytorch_padding
 from .registry import register_model
 
 STAGE_WIDTHS = (64, 128, 256, 512)
@@ -13,7 +15,15 @@ BLOCKS_PER_STAGE = 4
 
 def _basic_block(x, filters: int, strides: int, *, name: str, options: common.BlockOptions):
     """`out = PReLU(BN(BinConv3x3(Sign(x))) + shortcut)`; the shortcut is `x`, or
-    AvgPool2 -> FP conv1x1 -> BN when the block downsamples or widens."""
+    AvgPool2 -> FP conv1x1 -> BN when the block downsamples or widens.
+
+    With `padding="pytorch"` a downsampling block works on the spatially reversed map, its
+    shortcut too (so the layers keep the default padding's order, which weights files rely
+    on), and reverses the sum back: PyTorch's symmetric stride-2 padding (`pytorch_padding`).
+    """
+    reflect = options.padding == "pytorch" and strides != 1
+    if reflect:
+        x = pytorch_padding.SpatialReverse(name=f"{name}_reverse")(x)
     h = options.sign(x, f"{name}_sign")
     h = options.binary_conv2d(filters, 3, strides=strides, name=f"{name}_conv")(h)
     h = common.batch_norm(f"{name}_bn")(h)
@@ -28,6 +38,8 @@ def _basic_block(x, filters: int, strides: int, *, name: str, options: common.Bl
         )(shortcut)
         shortcut = common.batch_norm(f"{name}_shortcut_bn")(shortcut)
     h = tf.keras.layers.add([h, shortcut], name=f"{name}_add")
+    if reflect:
+        h = pytorch_padding.SpatialReverse(name=f"{name}_unreverse")(h)
     return options.activation(h, f"{name}_prelu")
 
 
@@ -42,6 +54,7 @@ def _resnet18(
     num_classes: int,
     stem: str,
     width_multiplier: float,
+    padding: str | None,
 ) -> tf.keras.Model:
     common.check_common_arguments(
         input_shape=input_shape,
@@ -51,16 +64,25 @@ def _resnet18(
         stem=stem,
         width_multiplier=width_multiplier,
         input_tensor=input_tensor,
+        padding=padding,
     )
+    padding = common.resolve_padding(padding, weights, model_name=name, include_top=include_top)
+    options = dataclasses.replace(options, padding=padding)
     base = common.scaled_width(STAGE_WIDTHS[0], width_multiplier)
     widths = [base * w // STAGE_WIDTHS[0] for w in STAGE_WIDTHS]  # keep the 1:2:4:8 ratios
     inputs = common.model_inputs(input_shape, input_tensor)
     if common.resolve_stem(stem, inputs) == "imagenet":
+        # padding="pytorch": PyTorch's symmetric padding of the stride-2 conv and max-pool by
+        # one reflection around both (pytorch_padding; the kernel is stored rotated)
+        reflect = options.padding == "pytorch"
+        x = pytorch_padding.SpatialReverse(name="stem_reverse")(inputs) if reflect else inputs
         x = tf.keras.layers.Conv2D(
             widths[0], 7, strides=2, padding="same", use_bias=False, name="stem_conv"
-        )(inputs)
+        )(x)
         x = common.batch_norm("stem_bn")(x)
         x = tf.keras.layers.MaxPool2D(3, strides=2, padding="same", name="stem_pool")(x)
+        if reflect:
+            x = pytorch_padding.SpatialReverse(name="stem_unreverse")(x)
     else:
         x = tf.keras.layers.Conv2D(widths[0], 3, padding="same", use_bias=False, name="stem_conv")(
             inputs
@@ -79,7 +101,7 @@ def _resnet18(
             )
 
     outputs = common.classification_head(x, num_classes) if include_top else x
-    return common.finish_model(
+    model = common.finish_model(
         inputs,
         outputs,
         input_tensor=input_tensor,
@@ -87,6 +109,9 @@ def _resnet18(
         weights=weights,
         include_top=include_top,
     )
+    if options.padding == "pytorch":
+        pytorch_padding.warn_small_maps(model)
+    return model
 
 
 @register_model("resnet")
@@ -100,6 +125,7 @@ def ReActNet18(
     binary_weights: bool = True,
     stem: str = "auto",
     width_multiplier: float = 1.0,
+    padding: str | None = None,
 ) -> tf.keras.Model:
     """ReActNet-18: Bi-Real Net's ResNet-18 with RSign and RPReLU (static thresholds).
 
@@ -112,6 +138,10 @@ def ReActNet18(
     1.39e8 float MACs (OPs = 1.68e9 / 64 + 1.39e8 = 1.63e8); 11.7M parameters in all.
     ImageNet top-1 in the paper: 65.9% (ReActNet's ResNet-18 variant).
 
+    `weights="imagenet"`: ReActNet's own trained weights, converted once from the official
+    PyTorch checkpoint with `zoo.import_reactnet` / `larq-dysign import-reactnet` (65.9% top-1
+    in ReActNet's README; the model is then built with `padding="pytorch"` by itself).
+
     Example:
         ```python
         model = zoo.ReActNet18(input_shape=(28, 28, 1), num_classes=10)
@@ -120,7 +150,8 @@ def ReActNet18(
     Args:
         input_shape: (height, width, channels); default (224, 224, 3).
         input_tensor: a Keras tensor (or tensor) to build the model on.
-        weights: None, a registered dataset name ("imagenet"), or a checkpoint path.
+        weights: None, a registered dataset name ("imagenet", see above), or a checkpoint
+            path.
         include_top: False returns the last feature map (B, H/32, W/32, 512).
         num_classes: classes of the dense head.
         binary_weights: False keeps the conv weights real (step 1 of two-step training).
@@ -129,6 +160,13 @@ def ReActNet18(
         width_multiplier: scales every width (stem and stages, rounded to multiples of 8),
             as MobileNet's alpha; 1.0 is the paper's network, smaller ones are for quick
             experiments on small machines.
+        padding: "lce" (binary convs pad with +1 under TF's "same": LCE's form for every
+            target), "pytorch" (zero padding in the binary convs and PyTorch's symmetric
+            padding of the stride-2 convs and the stem's max-pool: what ReActNet's
+            PyTorch-trained ImageNet weights need; still one `LceBconv2d` per binary conv,
+            for LCE's "arm" target; see `larq_dysign.zoo.pytorch_padding`), or None
+            (default): the padding the weights file records ("pytorch" for the ImageNet
+            weights, imported by `import_reactnet`), else "lce".
 
     Returns:
         A `tf.keras.Model`.
@@ -147,6 +185,7 @@ def ReActNet18(
         num_classes=num_classes,
         stem=stem,
         width_multiplier=width_multiplier,
+        padding=padding,
     )
 
 
@@ -161,6 +200,7 @@ def DyResNet18(
     binary_weights: bool = True,
     stem: str = "auto",
     width_multiplier: float = 1.0,
+    padding: str | None = None,
     dysign: bool = True,
     dyprelu: bool = True,
     dysign_options: dict | None = None,
@@ -172,6 +212,11 @@ def DyResNet18(
     0.42M more parameters (12.13M in all), ~0.2M more float MACs).
     ImageNet top-1 in the paper: 67.4%.
 
+    `weights="imagenet"`: ReActNet-18's trained tensors (`zoo.import_reactnet`), the hyper
+    functions at their initial values, so the model computes exactly ReActNet-18: the
+    starting point for fine-tuning the dynamic thresholds on ImageNet, not a trained
+    DyResNet18 (no DySign ImageNet accuracy comes with it).
+
     Example:
         ```python
         model = zoo.DyResNet18(input_shape=(28, 28, 1), num_classes=10)
@@ -180,7 +225,7 @@ def DyResNet18(
 
     Args:
         input_shape, input_tensor, weights, include_top, num_classes, binary_weights, stem,
-            width_multiplier: as for `ReActNet18`.
+            width_multiplier, padding: as for `ReActNet18`.
         dysign: False keeps RSign (for ablations).
         dyprelu: False keeps RPReLU (for ablations).
         dysign_options: keyword arguments of every `DySign` (reduction, granularity,
@@ -211,4 +256,5 @@ def DyResNet18(
         num_classes=num_classes,
         stem=stem,
         width_multiplier=width_multiplier,
+        padding=padding,
     )

@@ -69,6 +69,10 @@ TRAINING_DATASETS = {"imagenet": "imagenet2012"}
 # HDF5 attributes written by `publish_weights`: origin (for messages) and the weights' sha256.
 _MODEL_MARK, _DATASET_MARK = "larq_dysign_model", "larq_dysign_dataset"
 _CONTENT_MARK = "larq_dysign_weights_sha256"
+#: HDF5 attribute of weights made for a padding other than the zoo's default: "pytorch"
+#: (`publish_weights` writes it for a model built with `padding="pytorch"`, e.g. the ImageNet
+#: weights `import_reactnet` converts from ReActNet's PyTorch checkpoints).
+PADDING_MARK = "larq_dysign_padding"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -435,10 +439,15 @@ def _find_or_download(entries: list[WeightsEntry], cache_dir: str) -> str:
 
 def _not_available_message(entries: list[WeightsEntry], looked: list[str]) -> str:
     """Where the file was looked for, and how to produce it."""
+    from . import reactnet_import  # it imports this module
+
     first = entries[0]
+    importable = first.dataset == "imagenet" and first.model in reactnet_import.CHECKPOINT_SOURCES
     status = (
         "could be found or downloaded."
         if any(e.url for e in entries)
+        else "are in the mirror or cache yet."
+        if importable
         else (
             "have been published yet: no public checkpoint of this network exists (the papers' "
             "authors released none and this project has not trained one)."
@@ -450,7 +459,9 @@ def _not_available_message(entries: list[WeightsEntry], looked: list[str]) -> st
             + status,
             f"Looked for {' or '.join(e.file_name for e in entries)} in:",
             *(f"  - {line}" for line in looked),
-            "To produce the file, train the model with the recipe and publish its weights:",
+            *([reactnet_import.missing_weights_hint(first.model)] if importable else []),
+            ("Or train" if importable else "To produce the file, train")
+            + " the model with the recipe and publish its weights:",
             f"  larq-dysign train {first.model} --dataset "
             f"{TRAINING_DATASETS.get(first.dataset, first.dataset)} ...",
             f"  larq-dysign publish-weights {first.model} <trained weights .h5> --dataset "
@@ -518,6 +529,42 @@ def resolve_checkpoint_path(weights: str | os.PathLike) -> str:
         "path to a checkpoint (.h5, .weights.h5 or .keras file, TF checkpoint prefix or "
         f"directory), but got {os.fspath(weights)!r}: no such file or checkpoint."
     )
+
+
+def recorded_padding(weights, *, model_name: str, include_top: bool = True) -> str | None:
+    """The padding `weights` were made for, as their file records it (`PADDING_MARK`).
+
+    Details:
+        The zoo constructors call it for `padding=None`, before building: "pytorch" for the
+        files `import_reactnet` writes, None (the zoo's default padding) for files without
+        the mark, other formats, or no weights. A registered dataset is looked up as for
+        loading (`get_weights_file`: mirror, cache, download), so its errors come first.
+
+    Raises:
+        FileNotFoundError, ValueError, OSError: for a dataset, see `get_weights_file`.
+    """
+    if isinstance(weights, str) and weights in registered_datasets(model_name):
+        path = get_weights_file(model_name, weights, include_top=include_top)
+    elif isinstance(weights, str | os.PathLike):
+        path = os.path.expanduser(os.fspath(weights))
+    else:
+        return None
+    if not os.path.isfile(path) or not h5py.is_hdf5(path):
+        return None
+    try:
+        with h5py.File(path, "r") as file:
+            value = file.attrs.get(PADDING_MARK)
+    except OSError:
+        return None  # loading reports the damaged file
+    return value.decode("utf8") if isinstance(value, bytes) else value
+
+
+def _model_padding(model: tf.keras.Model) -> str | None:
+    """ "pytorch" for a zoo model built with `padding="pytorch"` (it reverses feature maps
+    around its strided convs), else None."""
+    from .pytorch_padding import SpatialReverse
+
+    return "pytorch" if any(isinstance(x, SpatialReverse) for x in model.layers) else None
 
 
 def validate_weights_argument(weights, *, include_top: bool, num_classes: int) -> None:
@@ -862,15 +909,18 @@ def publish_weights(
     include_top: bool = True,
     model_name: str | None = None,
     url_base: str = "",
+    attributes: dict[str, str] | None = None,
 ) -> PublishedWeights:
     """Write a trained model's weights as a registry file and describe its entry.
 
     Writes `<out_dir>/<model>_<dataset>_weights[_notop].h5` (Keras HDF5 weights) through a
     temporary name. The file records the model, the dataset and the sha256 of its weights
     (HDF5 attribute `larq_dysign_weights_sha256`), which every load checks: a flipped bit is
-    refused even where the registry has no sha256. Upload it (URL `<url_base>/<file name>`) and
-    add the returned entry to `PUBLISHED_WEIGHTS` (or `register_weights`), or copy it into a
-    cache or mirror directory: it then loads with `weights=dataset`.
+    refused even where the registry has no sha256; a model built with `padding="pytorch"`
+    also records that (`PADDING_MARK`), and `attributes` adds more (e.g. the source). Upload
+    it (URL `<url_base>/<file name>`) and add the returned entry to `PUBLISHED_WEIGHTS` (or
+    `register_weights`), or copy it into a cache or mirror directory: it then loads with
+    `weights=dataset`.
 
     Example:
         ```python
@@ -900,6 +950,9 @@ def publish_weights(
         model.save_weights(part, save_format="h5")
         with h5py.File(part, "a") as file:
             file.attrs.update({_MODEL_MARK: model_name, _DATASET_MARK: dataset})
+            if _model_padding(model):
+                file.attrs[PADDING_MARK] = _model_padding(model)
+            file.attrs.update(attributes or {})
             file.attrs[_CONTENT_MARK] = _weights_sha256(file)
         digest = sha256_of(part)
     url = f"{url_base.rstrip('/')}/{file_name}" if url_base else ""
