@@ -100,7 +100,8 @@ def _train(args) -> int:
         num_classes=num_classes,
         model_kwargs=kwargs,
         data_kwargs=_data_kwargs(args, args.dataset, train=True),
-        init_weights=args.init_weights,
+        init=args.init,
+        trainable=args.trainable,
         validate=not args.no_validation,
         validation_steps=args.validation_steps,
         verbose=args.verbose,
@@ -215,7 +216,11 @@ def add_commands(subparsers) -> None:
         "--steps-per-epoch", type=positive_int, help="default: one pass over the data"
     )
     train.add_argument("--step", choices=("1", "2", "both"), default="both")
-    train.add_argument("--teacher", help="a saved full-precision Keras model (.h5/.keras/dir)")
+    train.add_argument(
+        "--teacher",
+        help="a saved full-precision Keras model (.h5/.keras/dir), or a tf.keras.applications "
+        "model by name with ImageNet weights (resnet50; its own preprocessing is applied)",
+    )
     train.add_argument(
         "--label-weight",
         type=float,
@@ -235,7 +240,20 @@ def add_commands(subparsers) -> None:
         help="Adam's initial rate, not scaled with the batch (default 5e-4)",
     )
     train.add_argument("--weight-decay", type=float, help="override the recipe's per step")
-    train.add_argument("--init-weights", help="step-1 weights for --step 2")
+    train.add_argument(
+        "--init",
+        metavar="W",
+        help="weights the first step starts from: imagenet (ReActNet's, after "
+        "`larq-dysign import-reactnet`), a checkpoint or a saved model (default: none for "
+        "step 1, step 1's in --out for --step 2)",
+    )
+    train.add_argument(
+        "--trainable",
+        choices=("all", "thresholds"),
+        default="all",
+        help="thresholds: train only DySign/DyPReLU (hyper functions and static parts), "
+        "RSign/RPReLU and BatchNorm, e.g. first after --init imagenet",
+    )
     train.add_argument(
         "--train-examples", type=positive_int, help="use only the first N train examples"
     )

@@ -18,6 +18,7 @@ References:
 
 from __future__ import annotations
 
+import importlib
 import os
 
 import tensorflow as tf
@@ -47,31 +48,87 @@ def distillation_loss(teacher_probabilities, student_probabilities) -> tf.Tensor
     return tf.reduce_sum(teacher * (tf.math.log(teacher) - tf.math.log(student)), axis=-1)
 
 
-def load_teacher(teacher: tf.keras.Model | str | os.PathLike) -> tf.keras.Model:
-    """A teacher model: a Keras model as is, or a whole model saved by `model.save`.
+def keras_applications_teacher(
+    name: str, *, input_shape: tuple[int, int, int], weights: str | None = "imagenet"
+) -> tf.keras.Model:
+    """A `tf.keras.applications` model as a teacher of zoo models, by name ("resnet50").
 
-    The teacher must take the student's inputs (images normalized by `zoo.preprocess_input`) and
-    output softmax probabilities over the same classes.
+    The zoo's models take images scaled to [-1, 1] (`zoo.preprocess_input`); the teacher
+    gets the same tensor, turns it back to [0, 255] and applies its own
+    `preprocess_input` (caffe-style BGR and mean subtraction for ResNet50, [-1, 1] for
+    MobileNetV2, ...), so student and teacher see the same images. ReActNet distils from a
+    ResNet-34, which keras.applications does not have; "resnet50" is the nearest.
 
     Args:
-        teacher: a `tf.keras.Model`, or the path of a saved model (`.h5`, `.keras` or a
-            SavedModel directory) loaded with `compile=False`.
+        name: a `tf.keras.applications` model, case-insensitive ("resnet50", "ResNet101",
+            "efficientnetb0", "mobilenetv2", ...).
+        input_shape: the student's input shape.
+        weights: "imagenet" (downloaded by Keras into ~/.keras/models on first use) or None
+            (random weights, for tests).
+
+    Returns:
+        A model from [-1, 1] images to the teacher's 1000 ImageNet probabilities.
+
+    Raises:
+        ValueError: no such model (the known ones are listed).
+    """
+    constructors = {
+        attribute.lower(): getattr(tf.keras.applications, attribute)
+        for attribute in dir(tf.keras.applications)
+        if attribute[0].isupper() and callable(getattr(tf.keras.applications, attribute))
+    }
+    if name.lower() not in constructors:
+        raise ValueError(
+            f"Expected teacher to be a saved model's path or a tf.keras.applications model "
+            f"({', '.join(sorted(constructors))}), but got {name!r}."
+        )
+    constructor = constructors[name.lower()]
+    preprocess = importlib.import_module(constructor.__module__).preprocess_input
+    base = constructor(weights=weights, input_shape=tuple(input_shape))
+    inputs = tf.keras.Input(tuple(input_shape))
+    pixels = tf.keras.layers.Rescaling(127.5, offset=127.5, name="to_pixels")(inputs)
+    return tf.keras.Model(inputs, base(preprocess(pixels)), name=f"{base.name}_teacher")
+
+
+def load_teacher(
+    teacher: tf.keras.Model | str | os.PathLike,
+    *,
+    input_shape: tuple[int, int, int] | None = None,
+    weights: str | None = "imagenet",
+) -> tf.keras.Model:
+    """A teacher model: a Keras model as is, a whole model saved by `model.save`, or a
+    `tf.keras.applications` model by name (`keras_applications_teacher`).
+
+    The teacher must take the student's inputs (images normalized by `zoo.preprocess_input`)
+    and output softmax probabilities over the same classes.
+
+    Args:
+        teacher: a `tf.keras.Model`, the path of a saved model (`.h5`, `.keras` or a
+            SavedModel directory, loaded with `compile=False`), or a keras.applications name.
+        input_shape: the student's input shape (for a teacher by name).
+        weights: a teacher by name's weights, "imagenet" or None.
 
     Returns:
         The teacher, frozen (`trainable = False`).
 
     Raises:
-        FileNotFoundError: the path does not exist.
-        ValueError: `teacher` is neither a model nor a path.
+        FileNotFoundError: a path that does not exist.
+        ValueError: `teacher` is neither a model, a path nor a known name.
     """
     if isinstance(teacher, str | os.PathLike):
         path = os.path.expanduser(os.fspath(teacher))
-        if not os.path.exists(path):
-            raise FileNotFoundError(
-                f"Expected teacher to be a Keras model or the path of a saved model, but got "
-                f"{os.fspath(teacher)!r}: no such file or directory."
+        if os.path.exists(path):
+            teacher = tf.keras.models.load_model(path, compile=False)
+        elif isinstance(teacher, str) and os.sep not in teacher and "." not in teacher:
+            teacher = keras_applications_teacher(
+                teacher, input_shape=input_shape or (224, 224, 3), weights=weights
             )
-        teacher = tf.keras.models.load_model(path, compile=False)
+        else:
+            raise FileNotFoundError(
+                f"Expected teacher to be a Keras model, the path of a saved model or a "
+                f"tf.keras.applications name, but got {os.fspath(teacher)!r}: no such file or "
+                "directory."
+            )
     if not isinstance(teacher, tf.keras.Model):
         raise ValueError(
             "Expected teacher to be a tf.keras.Model or the path of a saved model, but got "

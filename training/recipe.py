@@ -52,6 +52,7 @@ import csv
 import dataclasses
 import hashlib
 import importlib
+import inspect
 import io
 import json
 import logging
@@ -63,8 +64,10 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from ..checks import check_positive_int
+from ..checks import check_choice, check_positive_int
 from ..files import atomic_path, write_atomically, write_json
+from ..layers import DyPReLU, DySign, RPReLU, RSign
+from ..zoo import common as zoo_common
 from ..zoo import saved as zoo_saved
 from ..zoo import weights as zoo_weights
 from . import data as data_module
@@ -241,6 +244,34 @@ def build_model(
         binary_weights=RECIPE[step].binary_weights,
         **(model_kwargs or {}),
     )
+
+
+#: `train(trainable=...)`: everything, or only the threshold layers and BatchNorm.
+TRAINABLE = ("all", "thresholds")
+THRESHOLD_LAYERS = (DySign, RSign, DyPReLU, RPReLU, tf.keras.layers.BatchNormalization)
+
+
+def freeze_all_but_thresholds(model: tf.keras.Model) -> list[str]:
+    """Freeze every layer but the threshold layers (DySign / RSign, DyPReLU / RPReLU: their
+    hyper functions and static thresholds and shifts) and BatchNorm; call before compiling.
+
+    Returns:
+        The names of the layers left trainable.
+
+    Raises:
+        ValueError: the model has no threshold layer.
+    """
+    kept = []
+    for layer in model.layers:
+        layer.trainable = isinstance(layer, THRESHOLD_LAYERS)
+        if layer.trainable and layer.weights:
+            kept.append(layer.name)
+    if not any(isinstance(model.get_layer(n), THRESHOLD_LAYERS[:-1]) for n in kept):
+        raise ValueError(
+            f'Expected a model with threshold layers for trainable="thresholds", but '
+            f"{model.name} has none (DySign, RSign, DyPReLU, RPReLU)."
+        )
+    return kept
 
 
 def metrics_for(num_classes: int) -> list:
@@ -471,8 +502,12 @@ def _steps_per_epoch(steps_per_epoch, train_examples, info, global_batch) -> int
 
 
 def _teacher_name(teacher) -> str | None:
-    if teacher is None or isinstance(teacher, str | os.PathLike):
-        return None if teacher is None else os.path.abspath(os.fspath(teacher))
+    """How the settings record the teacher: its path, a keras.applications name, a name."""
+    if teacher is None:
+        return None
+    if isinstance(teacher, str | os.PathLike):
+        path = os.path.expanduser(os.fspath(teacher))
+        return os.path.abspath(path) if os.path.exists(path) else os.fspath(teacher)
     return getattr(teacher, "name", type(teacher).__name__)
 
 
@@ -498,6 +533,7 @@ def run_step(
     callbacks: list | None = None,
     verbose: int | str = "auto",
     jit_compile: bool = False,
+    trainable: str = "all",
     settings: dict | None = None,
 ) -> StepResult:
     """Train one step of the recipe, resuming from `out_dir/step<N>/checkpoints` if any.
@@ -541,6 +577,8 @@ def run_step(
         )
         if initial_model is not None:
             transfer_weights(initial_model, student)
+        if trainable == "thresholds":
+            freeze_all_but_thresholds(student)
         add_weight_decay(student, decay)
         schedule = linear_decay(learning_rate, epochs * steps_per_epoch)
         optimizer = tf.keras.optimizers.Adam(schedule)
@@ -669,7 +707,9 @@ def train(
     num_classes: int | None = None,
     model_kwargs: dict | None = None,
     data_kwargs: dict | None = None,
-    init_weights: str | None = None,
+    init: str | None = None,
+    trainable: str = "all",
+    teacher_weights: str | None = "imagenet",
     validate: bool = True,
     validation_steps: int | None = None,
     callbacks: list | None = None,
@@ -681,10 +721,18 @@ def train(
 
     Details:
         Step 1 trains with real weights, step 2 with binary weights starting from step 1's
-        (in memory when step 1 ran or was restored in this call; else from `init_weights`,
-        default `out_dir/step1/<Model>_step1.h5`). Each step runs `epochs` epochs and
-        resumes from its own newest intact checkpoint, so running the same call again after
-        a crash continues where it stopped (a finished step is restored, not retrained).
+        (in memory when step 1 ran or was restored in this call; else from
+        `out_dir/step1/<Model>_step1.h5`). `init` starts the first step run from other
+        weights instead: `init="imagenet"` fine-tunes from the ImageNet weights the zoo has
+        (ReActNet's, imported with `larq-dysign import-reactnet`; a Dy model starts from them
+        with its hyper functions at zero, computing exactly ReActNet, and is built with the
+        padding the weights were made for), and `trainable="thresholds"` trains only the
+        threshold layers (DySign / RSign, DyPReLU / RPReLU: the hyper functions and the
+        static thresholds and shifts) and BatchNorm, everything else frozen; a second run
+        with `init=<the first run's saved model>` then fine-tunes everything. Each step runs
+        `epochs` epochs and resumes from its own newest intact checkpoint, so running the
+        same call again after a crash continues where it stopped (a finished step is
+        restored, not retrained).
         Each step directory records its settings (`step<N>/settings.json`: model and every
         constructor argument, dataset and data options, epochs, steps per epoch, global
         batch, learning rate, weight decay, teacher, the digest of its initial weights);
@@ -718,7 +766,12 @@ def train(
         input_shape, num_classes: default to the dataset's.
         model_kwargs: more constructor arguments, e.g. `{"stem": "small"}`.
         data_kwargs: more dataset arguments, e.g. `{"train_examples": 2048}`.
-        init_weights: step-1 weights for `step=2` (an `.h5` written by step 1).
+        init: the weights the first step run starts from: a registered dataset ("imagenet"),
+            a checkpoint or a saved model (anything the zoo's `weights=` takes); default
+            none for step 1, and step 1's weights in `out_dir` for `step=2`.
+        trainable: "all", or "thresholds": only the threshold layers and BatchNorm train.
+        teacher_weights: for a `teacher` given by keras.applications name, "imagenet" or
+            None (random, for tests).
         validate: evaluate on the eval split after each epoch.
         validation_steps: batches per evaluation; default the whole split.
         callbacks: more Keras callbacks, given to both steps.
@@ -733,7 +786,7 @@ def train(
     Raises:
         ValueError: a bad argument (unknown model, dataset, step or strategy, ...), or an
             `out_dir` trained with other settings.
-        FileNotFoundError: `step=2` without step-1 weights.
+        FileNotFoundError: `step=2` without step-1 weights, or `init` not found.
         RuntimeError: a step directory holds checkpoints, none of them intact.
     """
     steps = _step_list(step)
@@ -752,17 +805,38 @@ def train(
     steps_per_epoch = _steps_per_epoch(
         steps_per_epoch, data_kwargs.get("train_examples"), info, global_batch
     )
+    check_choice("trainable", trainable, TRAINABLE)
+    model_kwargs = dict(model_kwargs or {})
+    zoo_saved.constructor_arguments(constructor, **model_kwargs)
+    zoo_model = isinstance(model, str) and ":" not in model
+    if init is not None and zoo_model and "padding" not in model_kwargs:
+        if "padding" in inspect.signature(constructor).parameters:
+            # the padding the weights were made for, recorded so a rebuild gets it too
+            model_kwargs["padding"] = zoo_common.resolve_padding(
+                None, init, model_name=name, include_top=True
+            )
+    source = init
+    if source is None and steps == [2]:
+        source = os.path.join(out_dir, "step1", f"{name}_step1.h5")
+        if not os.path.exists(source):
+            raise FileNotFoundError(
+                f"Step 2 starts from step 1's weights, but {source} does not exist: run "
+                "step 1 first (same out_dir), or pass init."
+            )
     # every argument is checked before anything is written or deleted: the constructor
-    # validates its own (a throwaway build, seconds even for ImageNet models)
-    zoo_saved.constructor_arguments(constructor, **(model_kwargs or {}))
+    # validates its own (the initial model, or a throwaway build: seconds even at 224)
     with strategy.scope():
-        build_model(
+        initial_model = build_model(
             model,
-            step=steps[0],
+            step=1 if source is not None else steps[0],
             input_shape=input_shape,
             num_classes=num_classes,
-            model_kwargs=model_kwargs,
+            model_kwargs={**model_kwargs, **({"weights": source} if zoo_model and source else {})},
         )
+        if source is not None and not zoo_model:
+            initial_model.load_weights(source)
+    if source is None:
+        initial_model = None
     if fresh:
         for current in steps:
             directory = os.path.join(out_dir, f"step{current}")
@@ -770,29 +844,18 @@ def train(
                 if verbose:
                     print(f"Starting over (fresh): removing {directory}.")
                 shutil.rmtree(directory)
-    initial_model = None
-    if steps == [2]:
-        init_weights = init_weights or os.path.join(out_dir, "step1", f"{name}_step1.h5")
-        if not os.path.exists(init_weights):
-            raise FileNotFoundError(
-                f"Step 2 starts from step 1's weights, but {init_weights} does not exist: run "
-                "step 1 first (same out_dir), or pass init_weights."
-            )
-        with strategy.scope():
-            initial_model = build_model(
-                model,
-                step=1,
-                input_shape=input_shape,
-                num_classes=num_classes,
-                model_kwargs=model_kwargs,
-            )
-            initial_model.load_weights(init_weights)
 
     pipelines = data_module.load(dataset, batch_size=global_batch, **data_kwargs)
     teacher_name = _teacher_name(teacher)
+    teacher_by_name = isinstance(teacher, str) and not os.path.exists(os.path.expanduser(teacher))
     if teacher is not None:
         with strategy.scope():
-            teacher = load_teacher(teacher)
+            teacher = load_teacher(teacher, input_shape=input_shape, weights=teacher_weights)
+        if teacher.output_shape[-1] != num_classes:
+            raise ValueError(
+                f"Expected teacher to output {num_classes} classes (the student's), but "
+                f"{teacher.name} outputs {teacher.output_shape[-1]}."
+            )
 
     results = {}
     for current in steps:
@@ -821,7 +884,12 @@ def train(
             "learning_rate": learning_rate,
             "weight_decay": decay,
             "teacher": teacher_name,
+            "teacher_weights": teacher_weights
+            if teacher_name and os.sep not in teacher_name
+            else None,
             "label_weight": label_weight if teacher is not None else None,
+            "init": init if current == steps[0] else None,
+            "trainable": trainable,
             "jit_compile": jit_compile,
         }
         result = run_step(
@@ -845,6 +913,7 @@ def train(
             callbacks=callbacks,
             verbose=verbose,
             jit_compile=jit_compile,
+            trainable=trainable,
             settings=settings,
         )
         results[current] = result
