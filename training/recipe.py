@@ -884,9 +884,7 @@ def train(
             "learning_rate": learning_rate,
             "weight_decay": decay,
             "teacher": teacher_name,
-            "teacher_weights": teacher_weights
-            if teacher_name and os.sep not in teacher_name
-            else None,
+            "teacher_weights": teacher_weights if teacher_by_name else None,
             "label_weight": label_weight if teacher is not None else None,
             "init": init if current == steps[0] else None,
             "trainable": trainable,
