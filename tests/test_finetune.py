@@ -52,6 +52,10 @@ def test_dyresnet18_fine_tunes_its_thresholds_from_imported_reactnet_weights(
     model = results[2].model
     description = zoo.read_description(results[2].model_path)
     assert description["arguments"]["padding"] == "pytorch"  # the weights' padding, recorded
+    # and a second run started from this saved model (--init it) gets the same padding
+    assert weights_module.recorded_padding(results[2].model_path, model_name="DyResNet18") == (
+        "pytorch"
+    )
     recipe = description["recipe"]
     assert (recipe["init"], recipe["trainable"], recipe["teacher"]) == (
         "imagenet",

@@ -549,7 +549,16 @@ def recorded_padding(weights, *, model_name: str, include_top: bool = True) -> s
         path = os.path.expanduser(os.fspath(weights))
     else:
         return None
-    if not os.path.isfile(path) or not h5py.is_hdf5(path):
+    if not os.path.isfile(path):
+        return None
+    if zipfile.is_zipfile(path):  # a whole-model .keras: its config says how it was built
+        try:
+            with zipfile.ZipFile(path) as archive:
+                config = archive.read("config.json").decode("utf8")
+        except (KeyError, OSError, zipfile.BadZipFile):
+            return None  # loading reports the damaged file
+        return "pytorch" if '"SpatialReverse"' in config else None
+    if not h5py.is_hdf5(path):
         return None
     try:
         with h5py.File(path, "r") as file:
