@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import gc
 import inspect
 import json
@@ -47,6 +48,7 @@ from larq_compute_engine.tflite.python.interpreter import Interpreter
 
 from larq_dysign.export import binary_layers, inspect_tflite, to_tflite
 from larq_dysign.export.runtime import kernels_note
+from larq_dysign.zoo import saved
 from larq_dysign.zoo.registry import model_family
 
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -63,9 +65,18 @@ def measure(name: str, *, input_shape, num_classes: int, floats: bool):
     """One model's row of the table (without latency) and its flatbuffer."""
     tf.keras.backend.clear_session()
     tf.keras.utils.set_random_seed(0)
-    constructor = zoo.get_model_constructor(name)
-    model = constructor(input_shape=input_shape, num_classes=num_classes)
-    _move_off_zero(model)
+    if saved.looks_like_saved_model(name):  # a trained model, built as saved, as trained
+        model, description = zoo.load_saved_model(name)
+        zoo_name, arguments = description["model"], description["arguments"]
+        constructor = functools.partial(
+            zoo.get_model_constructor(zoo_name),
+            **{k: v for k, v in arguments.items() if k not in ("input_shape", "num_classes")},
+        )
+        input_shape, num_classes = tuple(description["input_shape"]), description["num_classes"]
+    else:
+        zoo_name, constructor = name, zoo.get_model_constructor(name)
+        model = constructor(input_shape=input_shape, num_classes=num_classes)
+        _move_off_zero(model)
     start = time.perf_counter()
     flatbuffer = to_tflite(model, verbose=False, strict=False)
     seconds = time.perf_counter() - start
@@ -76,7 +87,7 @@ def measure(name: str, *, input_shape, num_classes: int, floats: bool):
 
     row = {
         "model": name,
-        "family": model_family(name),
+        "family": model_family(zoo_name),
         "parameters": int(model.count_params()),
         "binary_weights": binary,
         # larq's profile: 1-bit and 32-bit multiply-accumulates (no attention products)
@@ -95,7 +106,7 @@ def measure(name: str, *, input_shape, num_classes: int, floats: bool):
     }
     if floats and "binary_weights" in inspect.signature(constructor).parameters:
         float_model = constructor(
-            input_shape=input_shape, num_classes=num_classes, binary_weights=False
+            **{"input_shape": input_shape, "num_classes": num_classes, "binary_weights": False}
         )
         float_model.set_weights(model.get_weights())
         row["float_weights_tflite_bytes"] = len(to_tflite(float_model, verbose=False))
@@ -208,7 +219,14 @@ def write_results(out: str, meta: dict, rows: list[dict]) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=zoo.list_models(), metavar="NAME")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=zoo.list_models(),
+        metavar="MODEL",
+        help="zoo names (built at --input-shape), or saved models of `larq-dysign train` "
+        "(.keras, .json or run directory: as trained)",
+    )
     parser.add_argument("--input-shape", default="224,224,3", metavar="H,W,C")
     parser.add_argument("--num-classes", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=10, help="timed inferences per setting")
@@ -228,7 +246,9 @@ def main(argv=None) -> int:
         write_results(args.out, previous["meta"], previous["rows"])
         return 0
     input_shape = tuple(int(d) for d in args.input_shape.split(","))
-    unknown = sorted(set(args.models) - set(zoo.list_models()))
+    unknown = sorted(
+        set(args.models) - set(zoo.list_models()) - {m for m in args.models if os.path.exists(m)}
+    )
     if unknown:
         parser.error(f"unknown models {unknown}; the zoo has {zoo.list_models()}")
     os.makedirs(args.out, exist_ok=True)

@@ -31,7 +31,7 @@ import larq_dysign  # noqa: F401  (Keras 2 before tensorflow)
 import numpy as np
 import tensorflow as tf
 
-from larq_dysign import DySign, training
+from larq_dysign import DySign, zoo
 from larq_dysign.training import data
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -106,22 +106,27 @@ def plot(rows: list[dict], path: str) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--run", default=DEFAULT_RUN, help="a DyResNet18 accuracy-benchmark run")
+    parser.add_argument(
+        "--run",
+        default=DEFAULT_RUN,
+        help="a trained DyResNet18: a saved model of `larq-dysign train` (.keras, .json or run "
+        "directory, e.g. an accuracy-benchmark run)",
+    )
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--out", default=DEFAULT_OUT)
     args = parser.parse_args(argv)
-    result_path = os.path.join(args.run, "result.json")
-    if not os.path.exists(result_path):
+    try:
+        model, description = zoo.load_saved_model(args.run)
+    except (FileNotFoundError, ValueError) as error:
         raise SystemExit(
-            f"Expected --run to be a finished accuracy-benchmark run with a result.json, but "
-            f"{result_path} does not exist: run benchmarks/accuracy_benchmark.py first."
-        )
-    with open(result_path) as f:
-        run = json.load(f)
-    model = training.build_model(
-        run["model"], step=2, input_shape=(28, 28, 1), num_classes=10, model_kwargs=run["kwargs"]
-    )
-    model.load_weights(run["weights"])
+            f"Expected --run to be a trained model (run benchmarks/accuracy_benchmark.py or "
+            f"larq-dysign train first): {error}"
+        ) from error
+    result_path = os.path.join(args.run, "result.json")  # an accuracy-benchmark run's
+    run = {"config": description["model"], "seed": None, "test_accuracy": None}
+    if os.path.isfile(result_path):
+        with open(result_path) as f:
+            run = json.load(f)
     x, y = data.load_fashion_mnist_arrays("test")
     x = data.normalize(x[: args.images]).numpy()
     y = y[: args.images]
