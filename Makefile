@@ -35,7 +35,7 @@ lint: install
 	$(BIN)/ruff format --check .
 
 test: install data lint
-	$(BIN)/python -m pytest -n 2 --durations=15 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=15 $(PYTEST_ARGS)
 
 # The main job: train a DyResNet18 on Fashion-MNIST, evaluate, export to .tflite, verify, time.
 demo: install data

@@ -32,3 +32,10 @@ def fashion_mnist_sample():
     """512 real Fashion-MNIST training images (N, 28, 28, 1) in [-1, 1] and their labels."""
     images, labels = load_fashion_mnist_arrays("train")
     return images[:512].astype("float32") / 127.5 - 1.0, labels[:512]
+
+
+def pytest_collection_modifyitems(items):
+    """Tests marked `slow` (conversions at 224, end-to-end subprocess runs, training) first:
+    pytest-xdist hands tests out in this order, so the long ones start on both workers at
+    once instead of one of them ending the run alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -17,6 +17,9 @@ from larq_dysign.export import binary_layers, op_histogram
 from larq_dysign.layers import scaled_dot_product_attention
 from larq_dysign.zoo.cct import VARIANTS
 
+# one xdist group: the tests share module fixtures another worker would build again
+pytestmark = pytest.mark.xdist_group("test_cct")
+
 # The CCT paper's parameter counts (Table 1 / 2): CCT-14/7x2 on ImageNet, CCT-7/3x1 on CIFAR.
 PAPER_PARAMS = {"14/7x2": 22.4e6, "7/3x1": 3.76e6}
 

@@ -17,6 +17,8 @@ import tensorflow as tf
 from larq_dysign import training
 from larq_dysign.training import distribute
 
+pytestmark = pytest.mark.slow  # run first in the parallel schedule (conftest.py)
+
 MIRRORED_SCRIPT = r"""
 import json
 import larq_dysign  # noqa: F401  (Keras 2 first)

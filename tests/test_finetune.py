@@ -24,6 +24,7 @@ def test_a_teacher_by_name_sees_the_students_images_through_its_own_preprocessin
         load_teacher("resnet9", input_shape=(64, 64, 3), weights=None)
 
 
+@pytest.mark.slow
 def test_dyresnet18_fine_tunes_its_thresholds_from_imported_reactnet_weights(
     tmp_path, monkeypatch
 ):

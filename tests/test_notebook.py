@@ -3,11 +3,13 @@
 import os
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 NOTEBOOK = os.path.join(os.path.dirname(__file__), "..", "examples", "quickstart.ipynb")
 
 
+@pytest.mark.slow
 def test_quickstart_notebook_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("QUICKSTART_TRAIN_EXAMPLES", "512")
     monkeypatch.setenv("QUICKSTART_EPOCHS", "1")

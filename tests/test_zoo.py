@@ -79,6 +79,7 @@ def _packed_bytes(layer, model: tf.keras.Model) -> int:
 # The suite converts each zoo model once, here, in the configuration users deploy (224x224x3,
 # 1000 classes, full width), and checks the file as a whole: coverage by name, sizes, and
 # outputs against Keras.
+@pytest.mark.slow
 @pytest.mark.parametrize("name", MODELS)
 def test_imagenet_configuration_converts_every_binary_layer_with_parity(name):
     tf.keras.utils.set_random_seed(0)
@@ -216,13 +217,17 @@ def test_include_top_false_and_input_tensor(name):
 @pytest.mark.parametrize("name", MODELS)
 def test_a_short_fit_reaches_every_kind_of_weight(name, fashion_mnist_sample):
     x, y = fashion_mnist_sample
-    model = _small_model(name, width_multiplier=0.25)
-    model.compile(tf.keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    options = {"stem": "imagenet"} if model_family(name) != "cct" else {}
+    model = _small_model(name, width_multiplier=0.25, **options)
+    # eager: a few steps of these graphs train faster than tf.function traces them
+    model.compile(
+        tf.keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", run_eagerly=True
+    )
     binary = model.get_layer(_binary_layers(model)[0])
     kernel_before = binary.kernel.numpy().copy()
     hyper = [w for w in model.trainable_weights if "hyper_kernel_2" in w.name]
     thresholds = [w for w in model.trainable_weights if "threshold" in w.name]
-    model.fit(x[:64], y[:64], batch_size=16, epochs=1, verbose=0)
+    model.fit(x[:32], y[:32], batch_size=16, epochs=1, verbose=0)
     assert not np.allclose(binary.kernel.numpy(), kernel_before)
     # the second FCs and the thresholds start at zero and stay there only if no gradient
     # reaches them
@@ -231,7 +236,7 @@ def test_a_short_fit_reaches_every_kind_of_weight(name, fashion_mnist_sample):
 
 @pytest.mark.parametrize("name", MODELS)
 def test_save_and_load_round_trip(name, tmp_path):
-    model = _small_model(name, (32, 32, 3))
+    model = _small_model(name, (32, 32, 3), width_multiplier=0.25)
     rng = np.random.default_rng(1)
     for w in model.weights:  # non-trivial dynamic parts, so a lost weight would show
         if "hyper_kernel_2" in w.name:
@@ -307,8 +312,8 @@ def test_width_multiplier_scales_every_width(name):
             {layer.filters for layer in model.layers if isinstance(layer, tf.keras.layers.Conv2D)}
         )
 
-    full = _small_model(name)
-    half = _small_model(name, width_multiplier=0.5)
+    full = _small_model(name, width_multiplier=0.5)
+    half = _small_model(name, width_multiplier=0.25)
     assert widths(half) == [w // 2 for w in widths(full)]
     # weights grow with width^2: a quarter of the binary weights (within the FP stem/head)
     ratio = half.count_params() / full.count_params()
