@@ -13,12 +13,17 @@ Example:
     ```
 """
 
+from .checkpoints import (
+    EpochCheckpoint,
+    read_history,
+    restore_latest_intact,
+    truncate_history,
+)
 from .distill import Distiller, distillation_loss, load_teacher
 from .recipe import (
     DEFAULT_LEARNING_RATE,
     RECIPE,
     STEPS,
-    EpochCheckpoint,
     StepRecipe,
     StepResult,
     add_weight_decay,
@@ -28,13 +33,10 @@ from .recipe import (
     evaluate,
     linear_decay,
     metrics_for,
-    read_history,
     resolve_model,
-    restore_latest_intact,
     run_step,
     train,
     transfer_weights,
-    truncate_history,
 )
 
 __all__ = [
