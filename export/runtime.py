@@ -104,6 +104,25 @@ class Latency:
         )
 
 
+def _interpreter(tflite: fbs.TFLiteModel, threads: int = 1) -> Interpreter:
+    """LCE's interpreter for a checked file; its refusal (e.g. an unknown custom operator) as
+    a ValueError naming the file."""
+    shapes = [t.shape for t in tflite.inputs()]
+    if any(shape[:1] not in ((), (1,), (-1,)) for shape in shapes):
+        raise ValueError(
+            "Expected inputs with a batch dimension of 1 (LCE's interpreter runs one sample "
+            f"at a time, as the converter writes them), but {tflite.source} has inputs of "
+            f"shape {', '.join(map(str, shapes))}."
+        )
+    try:
+        return Interpreter(tflite.data, num_threads=threads)
+    except RuntimeError as error:
+        raise ValueError(
+            f"LCE's interpreter cannot run {tflite.source} (its reason is logged above): "
+            + " ".join(str(error).split())
+        ) from None
+
+
 def _check_int(name: str, value, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"Expected {name} to be an integer >= {minimum}, but got {value!r}.")
@@ -149,10 +168,10 @@ def verify(
         A `Parity`.
 
     Raises:
-        ValueError: inputs of the wrong shape, or a file with int8 inputs/outputs.
+        ValueError: inputs of the wrong shape, a file with int8 inputs/outputs, or data that
+            is not a valid TFLite flatbuffer.
     """
-    buffer, _ = fbs.load_model(flatbuffer)
-    interpreter = Interpreter(buffer)
+    interpreter = _interpreter(fbs.load(flatbuffer))
     if len(interpreter.input_shapes) != 1:
         raise ValueError(
             f"verify supports single-input models; this file has {len(interpreter.input_shapes)}."
@@ -248,13 +267,13 @@ def benchmark(
         A `Latency` in milliseconds.
 
     Raises:
-        ValueError: a bad argument, or data that is not a TFLite flatbuffer.
+        ValueError: a bad argument, or data that is not a valid TFLite flatbuffer (checked
+            whole before LCE's interpreter reads it).
     """
     _check_int("threads", threads, 1)
     _check_int("runs", runs, 1)
     _check_int("warmup", warmup, 0)
-    buffer, _ = fbs.load_model(flatbuffer)
-    interpreter = Interpreter(buffer, num_threads=threads)
+    interpreter = _interpreter(fbs.load(flatbuffer), threads)
     rng = np.random.default_rng(seed)
     inputs = [
         _random_input(shape, dtype, rng)
