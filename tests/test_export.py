@@ -144,10 +144,12 @@ def test_dysign_model_after_a_short_fit_matches_keras_and_beats_float_weights(
     # all 64 samples within 4e-6; allow a few flipped samples for other TF / LCE builds.
     assert parity.close_fraction >= 0.9 and parity.argmax_agreement >= 0.95
 
-    # The same architecture and weights with float kernels (binary_weights=False).
+    # The same architecture and weights with float kernels (binary_weights=False): no
+    # binary layer, so only strict=False exports it, with a warning.
     float_model = _small_zoo_model("DyResNet18", binary_weights=False)
     float_model.set_weights(model.get_weights())
-    float_flatbuffer = to_tflite(float_model, verbose=False)
+    with pytest.warns(UserWarning, match="has no binary layer.*binary_weights=True"):
+        float_flatbuffer = to_tflite(float_model, strict=False, verbose=False)
     float_report = inspect_tflite(float_flatbuffer)
     assert float_report.lce_bconv2d == 0
     assert float_report.warnings[0].startswith("NOT BINARIZED")  # and says so
@@ -284,14 +286,26 @@ def test_path_is_written_whole_with_regular_permissions(tiny, tmp_path):
         ({"target": "x86"}, 'Expected target to be "arm" or "xcore", but got \'x86\'.'),
         ({"inference_input_type": tf.float16}, "Expected inference_input_type to be tf.float32"),
         ({"strict": "yes"}, "Expected strict to be True or False, but got 'yes'."),
-        ({"path": "/no/such/dir/m.tflite"}, "Expected path to be in an existing directory"),
+        ({"path": 3}, "Expected path to be None or a file path, but got int."),
+        ({"path": ""}, "Expected path to be a file path, but got ''."),
+        ({"path": "newdir/"}, "Expected path to be a file path, but 'newdir/' ends with a sep"),
+        ({"path": "."}, "Expected path to be a file path, but '.' is a directory."),
+        ({"path": "no/such/m.tflite"}, "but '{cwd}/no/such' (of path 'no/such/m.tflite') does"),
+        # /proc refuses new files even to root, for whom permission bits do not count
+        ({"path": "/proc/m.tflite"}, "in a writable directory, but '/proc' (of path '/proc/m"),
     ],
 )
-def test_bad_arguments_are_named_before_any_work(kwargs, message):
-    model = tiny_model()
+def test_bad_arguments_are_named_before_any_work(kwargs, message, tmp_path, monkeypatch):
+    """Checked before anything else: a float model with strict=True would otherwise fail
+    with "no binary layer", and a bad path used to fail only after the conversion."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(2)])
     with pytest.raises(ValueError) as error:
         to_tflite(model, verbose=False, **kwargs)
-    assert message in str(error.value)
+    assert message.format(cwd=work) in str(error.value)
+    assert os.listdir(tmp_path) == ["work"] and os.listdir(work) == []  # nothing written
 
 
 def test_a_model_that_is_not_keras_is_refused():

@@ -3,8 +3,10 @@ cannot honour. docs/reliability.md ("Export and model files") lists each with it
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -12,7 +14,14 @@ import tensorflow as tf
 from tensorflow.lite.tools import flatbuffer_utils
 from test_export import tiny_model
 
+from larq_dysign import zoo
 from larq_dysign.export import benchmark, inspect_tflite, to_tflite, verify
+from larq_dysign.export.files import (
+    EXPORT_DIRECTORY_PREFIX,
+    STALE_AFTER_S,
+    remove_stale_export_directories,
+    sigterm_unwinds,
+)
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
@@ -201,3 +210,221 @@ def test_well_formed_files_that_would_crash_lce_are_refused(tiny, edit, message)
     with pytest.raises(ValueError, match="the given bytes is not a valid TFLite") as error:
         benchmark(broken, runs=1, warmup=0)
     assert message in str(error.value)
+
+
+# --- exports killed with SIGTERM and SIGKILL ------------------------------------------------
+
+EXPORT_SCRIPT = """
+import sys
+import larq_dysign
+from larq_dysign import zoo
+from larq_dysign.export import to_tflite
+model = zoo.ReActNet18(input_shape=(28, 28, 1), num_classes=10, width_multiplier=0.25)
+to_tflite(model, sys.argv[1], verbose=False)
+"""
+
+
+def _export_directories(tmp) -> list[str]:
+    return sorted(n for n in os.listdir(tmp) if n.startswith(EXPORT_DIRECTORY_PREFIX))
+
+
+def _start_export_and_signal(tmp, output, signum) -> tuple[subprocess.Popen, dict]:
+    """Start an export with TMPDIR=tmp; once its temporary directory exists, send signum.
+    Returns the process (ended) and what was in tmp when the signal was sent."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", EXPORT_SCRIPT, str(output)],
+        env=_env(TMPDIR=str(tmp)),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    own = f"{EXPORT_DIRECTORY_PREFIX}{process.pid}_"
+    deadline = time.monotonic() + 300
+    while not any(n.startswith(own) for n in os.listdir(tmp)):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"the export ended before its temporary directory appeared: {process}")
+        time.sleep(0.01)
+    at_signal = {
+        name: sum(f.stat().st_size for f in (tmp / name).rglob("*") if f.is_file())
+        for name in _export_directories(tmp)
+    }
+    process.send_signal(signum)
+    process.communicate(timeout=300)
+    return process, at_signal
+
+
+@pytest.fixture(scope="module")
+def killed_exports(tmp_path_factory):
+    """Two exports of a small ReActNet18 sharing one temporary directory: the first killed
+    with SIGKILL, the second, started after, with SIGTERM."""
+    tmp = tmp_path_factory.mktemp("tmpdir")
+    out = tmp_path_factory.mktemp("out")
+    killed, at_kill = _start_export_and_signal(tmp, out / "killed.tflite", signal.SIGKILL)
+    after_kill = _export_directories(tmp)
+    terminated, at_term = _start_export_and_signal(tmp, out / "terminated.tflite", signal.SIGTERM)
+    return {
+        "killed": killed,
+        "at_kill": at_kill,
+        "after_kill": after_kill,
+        "terminated": terminated,
+        "at_term": at_term,
+        "after_term": _export_directories(tmp),
+        "outputs": sorted(os.listdir(out)),
+    }
+
+
+def test_sigkill_leaves_a_directory_that_the_next_export_removes(killed_exports):
+    r = killed_exports
+    assert r["killed"].returncode == -signal.SIGKILL
+    (left,) = r["after_kill"]  # nothing can clean up after SIGKILL...
+    assert left.startswith(f"{EXPORT_DIRECTORY_PREFIX}{r['killed'].pid}_")
+    # ...so the next export removes it before making its own: when the second export was
+    # converting, only its own directory was there
+    assert list(r["at_term"]) == [d for d in r["at_term"] if str(r["terminated"].pid) in d]
+    assert left not in r["after_term"]
+
+
+def test_sigterm_removes_the_temporary_directory_and_ends_as_sigterm(killed_exports):
+    r = killed_exports
+    assert r["terminated"].returncode == -signal.SIGTERM  # the default handler, restored
+    assert len(r["at_term"]) == 1  # the SavedModel was there when SIGTERM arrived
+    assert r["after_term"] == []
+    assert r["outputs"] == []  # neither export wrote its file, nor a temporary one
+
+
+def test_sigterm_within_an_export_calls_the_previous_handler_and_restores_it():
+    calls = []
+
+    def previous(signum, frame):
+        calls.append(signum)
+
+    old = signal.signal(signal.SIGTERM, previous)
+    try:
+        with pytest.raises(InterruptedError, match="interrupted by SIGTERM"):
+            with sigterm_unwinds():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)  # interrupted by the handler
+        assert calls == [signal.SIGTERM]
+        assert signal.getsignal(signal.SIGTERM) is previous
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def test_stale_directories_are_those_of_dead_processes_or_older_than_a_day(tmp_path):
+    finished = subprocess.Popen(["true"])
+    finished.wait()  # reaped: its pid names no process
+    dead_pid = finished.pid
+    names = {
+        "dead": f"{EXPORT_DIRECTORY_PREFIX}{dead_pid}_a",
+        "alive": f"{EXPORT_DIRECTORY_PREFIX}{os.getpid()}_b",
+        "alive_but_old": f"{EXPORT_DIRECTORY_PREFIX}{os.getpid()}_c",
+        "no_pid_old": f"{EXPORT_DIRECTORY_PREFIX}abc",
+        "other": "someone_elses_directory",
+    }
+    for name in names.values():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "saved_model.pb").write_bytes(b"x" * 100)
+    old = time.time() - STALE_AFTER_S - 60
+    for key in ("alive_but_old", "no_pid_old"):
+        os.utime(tmp_path / names[key], (old, old))
+    removed = remove_stale_export_directories(str(tmp_path))
+    gone = {"dead", "alive_but_old", "no_pid_old"}
+    assert sorted(removed) == sorted(str(tmp_path / names[k]) for k in gone)
+    assert sorted(os.listdir(tmp_path)) == sorted(names[k] for k in names.keys() - gone)
+
+
+# --- models and inputs the exporter cannot honour -----------------------------------------
+
+
+def _fake_quant(x):
+    return tf.quantization.fake_quant_with_min_max_args(x, -4.0, 4.0)
+
+
+def _float_model(fake_quant_at: tuple[str, ...] = ()) -> tf.keras.Model:
+    """Conv -> pool -> dense, with fake quantization (quantization-aware training's ranges)
+    at "input", "middle" and / or "output"."""
+
+    def maybe(x, where):
+        return (
+            tf.keras.layers.Lambda(_fake_quant, name=f"fq_{where}")(x)
+            if where in fake_quant_at
+            else x
+        )
+
+    inputs = tf.keras.Input((8, 8, 3))
+    x = tf.keras.layers.Conv2D(8, 3, padding="same", name="conv")(maybe(inputs, "input"))
+    x = tf.keras.layers.GlobalAveragePooling2D()(maybe(x, "middle"))
+    return tf.keras.Model(inputs, maybe(tf.keras.layers.Dense(4, name="head")(x), "output"))
+
+
+def test_int8_io_of_a_model_without_quantization_is_refused_before_converting(tmp_path):
+    path = tmp_path / "m.tflite"
+    with pytest.raises(ValueError) as error, pytest.warns(UserWarning, match="no binary layer"):
+        to_tflite(
+            _float_model(),
+            path,
+            inference_input_type=tf.int8,
+            inference_output_type=tf.int8,
+            strict=False,
+            verbose=False,
+        )
+    message = str(error.value)
+    assert message.startswith(
+        "Expected a quantized model for inference_input_type=tf.int8 and "
+        "inference_output_type=tf.int8, but this model has no quantization information"
+    )
+    assert "quantization-aware trained (fake-quantized) model" in message
+    assert os.listdir(tmp_path) == []
+
+
+def test_int8_io_the_file_does_not_have_is_refused_after_converting(tmp_path):
+    """Fake quantization inside the model only: LCE converts, keeping float32 inputs."""
+    path = tmp_path / "m.tflite"
+    with pytest.raises(ValueError) as error, pytest.warns(UserWarning, match="no binary layer"):
+        to_tflite(
+            _float_model(fake_quant_at=("middle",)),
+            path,
+            inference_input_type=tf.int8,
+            strict=False,
+            verbose=False,
+        )
+    assert str(error.value).startswith(
+        "Expected inference_input_type=tf.int8 to give int8 inputs, but the converted "
+        "file's inputs are FLOAT32"
+    )
+    assert os.listdir(tmp_path) == []
+
+
+def test_int8_io_of_a_fake_quantized_model(tmp_path):
+    model = _float_model(fake_quant_at=("input", "middle", "output"))
+    with pytest.warns(UserWarning, match="has no binary layer"):
+        flatbuffer = to_tflite(
+            model,
+            inference_input_type=tf.int8,
+            inference_output_type=tf.int8,
+            strict=False,
+            verbose=False,
+        )
+    report = inspect_tflite(flatbuffer)
+    assert [t.dtype for t in report.inputs + report.outputs] == ["INT8", "INT8"]
+    assert benchmark(flatbuffer, runs=1, warmup=0).runs == 1  # random int8 inputs
+    with pytest.raises(ValueError, match="verify compares float outputs.*INT8, INT8"):
+        verify(model, flatbuffer, np.zeros((1, 8, 8, 3), np.float32))
+
+
+def test_a_model_without_binary_layers_needs_strict_false(tmp_path):
+    path = tmp_path / "m.tflite"
+    model = zoo.ReActNet18(
+        input_shape=(28, 28, 1), num_classes=10, width_multiplier=0.25, binary_weights=False
+    )
+    with pytest.raises(ValueError) as error:
+        to_tflite(model, path, verbose=False)  # refused before converting
+    assert str(error.value) == (
+        "Model 'ReActNet18' has no binary layer (a larq layer with a 1-bit kernel quantizer "
+        "and a 1-bit input), so its file would run entirely in float32. A zoo model built "
+        "with binary_weights=False (step 1 of the two-step recipe) is one: rebuild it with "
+        "binary_weights=True (the zoo's constructors take it) and load the weights, or pass "
+        "strict=False to export it in float32."
+    )
+    assert os.listdir(tmp_path) == []
+    # strict=False: a warning, and the file (test_export converts a float DyResNet18 so)
