@@ -428,3 +428,48 @@ def test_a_model_without_binary_layers_needs_strict_false(tmp_path):
     )
     assert os.listdir(tmp_path) == []
     # strict=False: a warning, and the file (test_export converts a float DyResNet18 so)
+
+
+def test_verify_refuses_non_finite_inputs(tiny):
+    model, flatbuffer, _ = tiny
+    x = np.zeros((3, 8, 8, 3), np.float32)
+    x[1, 2, 3, 0] = np.nan
+    x[2, 0, 0, 1] = np.inf
+    with pytest.raises(ValueError) as error:
+        verify(model, flatbuffer, x)
+    assert str(error.value) == (
+        "Expected inputs to be finite, but 2 of their 576 values are NaN or infinite (the "
+        "first in sample 1)."
+    )
+
+
+def test_verify_reports_non_finite_outputs_not_agreement(tiny):
+    """NaN in the Keras model's weights (diverged training), or in the file's (bits flipped
+    in a weight: a valid file that loads and runs)."""
+    model, flatbuffer, _ = tiny
+    x = np.random.default_rng(0).standard_normal((4, 8, 8, 3)).astype(np.float32)
+
+    nan_model = tiny_model()
+    nan_model.set_weights(model.get_weights())
+    bias = nan_model.get_layer("head").bias
+    bias.assign(np.full(bias.shape, np.nan, np.float32))
+    parity = verify(nan_model, flatbuffer, x)
+    assert (parity.keras_non_finite, parity.tflite_non_finite) == (4, 0)
+    assert parity.argmax_agreement == 0.0 and parity.close_fraction == 0.0
+    assert np.isnan(parity.max_abs_diff)  # no sample to compare
+    assert "argmax agreement 0.0%" in str(parity)
+    assert (
+        "WARNING: non-finite outputs (NaN, infinity or +-3.4e38) for 4 sample(s) in Keras"
+        in str(parity)
+    )
+
+    def nan_head_weights(m):
+        head = _first(m, "FULLY_CONNECTED")
+        weights = m.buffers[m.subgraphs[0].tensors[head.inputs[1]].buffer]
+        weights.data = np.full(weights.data.size // 4, np.nan, np.float32).view(np.uint8)
+
+    parity = verify(model, _with_edited_model(flatbuffer, nan_head_weights), x)
+    # the LCE interpreter's FULLY_CONNECTED clamps NaN to +-3.4e38: counted as non-finite
+    assert (parity.keras_non_finite, parity.tflite_non_finite) == (0, 4)
+    assert parity.argmax_agreement == 0.0
+    assert "and 4 in the LCE interpreter, counted as disagreeing" in str(parity)
