@@ -172,6 +172,12 @@ class TFLiteModel:
         """The output tensors of a subgraph (the model's outputs for subgraph 0)."""
         return [self.tensor(subgraph, i) for i in _indices(self.model.subgraphs[subgraph].outputs)]
 
+    def input_shapes(self) -> list[tuple[int, ...]]:
+        """The model's input shapes as an interpreter allocates them (no -1: the static
+        shapes, not the signatures)."""
+        subgraph = self.model.subgraphs[0]
+        return [_indices(subgraph.tensors[i].shape) for i in _indices(subgraph.inputs)]
+
     def buffer_size(self, index: int) -> int:
         """Bytes held by buffer `index` (0 for tensors computed at run time)."""
         return len(self.model.buffers[index].data) if _has_data(self.model.buffers[index]) else 0

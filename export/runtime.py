@@ -10,6 +10,7 @@ optimized kernels are aarch64 code (see docs/raspberry-pi.md to measure on a Pi)
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import platform
 import statistics
@@ -119,20 +120,36 @@ class Latency:
 
 
 def _interpreter(tflite: fbs.TFLiteModel, threads: int = 1) -> Interpreter:
-    """LCE's interpreter for a checked file; its refusal (e.g. an unknown custom operator) as
-    a ValueError naming the file."""
-    shapes = [t.shape for t in tflite.inputs()]
-    if any(shape[:1] not in ((), (1,), (-1,)) for shape in shapes):
-        raise ValueError(
-            "Expected inputs with a batch dimension of 1 (LCE's interpreter runs one sample "
-            f"at a time, as the converter writes them), but {tflite.source} has inputs of "
-            f"shape {', '.join(map(str, shapes))}."
-        )
+    """LCE's interpreter for a checked file, whose inputs it can be fed; its refusal (e.g. an
+    unknown custom operator) as a ValueError naming the file."""
+    shapes = tflite.input_shapes()
+    for shape in shapes:
+        if (
+            shape[:1] not in ((), (1,))
+            or any(d < 1 for d in shape[1:])
+            or math.prod(shape[1:]) >= 2**31
+        ):
+            raise ValueError(
+                "Expected inputs of batch size 1 (LCE's interpreter runs one sample at a time) "
+                "with positive dimensions and fewer than 2**31 values (TFLite's kernels count "
+                f"them in 32-bit ints), but {tflite.source} has inputs of shape "
+                f"{', '.join(map(str, shapes))}."
+            )
     try:
         return Interpreter(tflite.data, num_threads=threads)
     except RuntimeError as error:
         raise ValueError(
             f"LCE's interpreter cannot run {tflite.source} (its reason is logged above): "
+            + " ".join(str(error).split())
+        ) from None
+
+
+def _predict(interpreter: Interpreter, tflite: fbs.TFLiteModel, inputs):
+    try:
+        return interpreter.predict(inputs)
+    except RuntimeError as error:
+        raise ValueError(
+            f"LCE's interpreter failed to run {tflite.source} (its reason is logged above): "
             + " ".join(str(error).split())
         ) from None
 
@@ -198,7 +215,7 @@ def verify(
             f"inference_output_type=tf.float32 (this file has {', '.join(types)})."
         )
     inputs = np.asarray(inputs, dtype=np.float32)
-    expected = file_inputs[0].shape[1:]
+    expected = tflite.input_shapes()[0][1:]
     if inputs.ndim != len(expected) + 1 or tuple(inputs.shape[1:]) != expected or not len(inputs):
         raise ValueError(
             f"Expected inputs of shape (N, {', '.join(map(str, expected))}) with N >= 1, but "
@@ -220,7 +237,7 @@ def verify(
         for i in range(0, len(inputs), batch_size)
     ]
     keras_outputs = [np.concatenate(parts) for parts in zip(*batches)]
-    tflite_outputs = _outputs_list(interpreter.predict(inputs))
+    tflite_outputs = _outputs_list(_predict(interpreter, tflite, inputs))
     if len(keras_outputs) != len(tflite_outputs):
         raise ValueError(
             f"The model has {len(keras_outputs)} outputs but the file {len(tflite_outputs)}: "
@@ -311,7 +328,8 @@ def benchmark(
     _check_int("threads", threads, 1)
     _check_int("runs", runs, 1)
     _check_int("warmup", warmup, 0)
-    interpreter = _interpreter(fbs.load(flatbuffer), threads)
+    tflite = fbs.load(flatbuffer)
+    interpreter = _interpreter(tflite, threads)
     rng = np.random.default_rng(seed)
     inputs = [
         _random_input(shape, dtype, rng)
@@ -319,11 +337,11 @@ def benchmark(
     ]
     batch = inputs[0] if len(inputs) == 1 else inputs  # predict: (1, ...) arrays, batch of one
     for _ in range(warmup):
-        interpreter.predict(batch)
+        _predict(interpreter, tflite, batch)
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        interpreter.predict(batch)
+        _predict(interpreter, tflite, batch)
         times.append((time.perf_counter() - start) * 1e3)
     machine = platform.machine() or "unknown"
     return Latency(

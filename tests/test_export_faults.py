@@ -234,6 +234,21 @@ def test_well_formed_files_that_would_crash_lce_are_refused(tiny, edit, message,
     assert message in str(error.value)
 
 
+@pytest.mark.parametrize("shape", [(2, 8, 8, 3), (1, 0, 8, 3), (1, 2**28, 8, 3)])
+def test_inputs_lce_cannot_be_fed_are_refused(tiny, shape):
+    """Dimensions damaged in a valid file: a batch of 2 or an empty input made LCE's predict
+    raise RuntimeError; 2**31 values or more overflow TFLite's 32-bit element counts."""
+    _, flatbuffer, _ = tiny
+
+    def reshape_input(m):
+        m.subgraphs[0].tensors[m.subgraphs[0].inputs[0]].shape = np.array(shape, np.int32)
+
+    with pytest.raises(ValueError) as error:
+        benchmark(_with_edited_model(flatbuffer, reshape_input), runs=1, warmup=0)
+    assert str(error.value).startswith("Expected inputs of batch size 1 (LCE's interpreter")
+    assert str(error.value).endswith(f"but the given bytes has inputs of shape {shape}.")
+
+
 # --- exports killed with SIGTERM and SIGKILL ------------------------------------------------
 
 EXPORT_SCRIPT = """
