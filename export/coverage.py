@@ -236,6 +236,9 @@ def check_coverage(
 
     Returns:
         A `Coverage`.
+
+    Raises:
+        ValueError: the data is not a valid TFLite flatbuffer.
     """
     tflite = fbs.load(flatbuffer_or_path)
     layers = binary_layers(model)

@@ -204,7 +204,8 @@ def inspect_tflite(
 
     Raises:
         FileNotFoundError: a path that does not exist.
-        ValueError: the data is not a TFLite flatbuffer.
+        ValueError: the data is not a valid TFLite flatbuffer (truncated, corrupted), named
+            in the message.
     """
     tflite = fbs.load(flatbuffer_or_path)
     source = (
