@@ -10,10 +10,8 @@ without `get_config`), `larq_compute_engine.convert_keras_model` itself is calle
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
-import tempfile
 import time
 import warnings
 
@@ -22,10 +20,24 @@ import tensorflow as tf
 from larq_compute_engine.mlir.python import converter as lce_converter
 from tqdm.auto import tqdm
 
+from . import flatbuffer as fbs
 from .coverage import BinaryLayer, binary_layers, check_coverage
+from .files import check_output_path, export_directory, sigterm_unwinds, write_atomically
 
 TARGETS = ("arm", "xcore")
 INFERENCE_TYPES = (tf.float32, tf.int8)
+#: TensorFlow ops that carry quantization ranges (LCE's `_contains_training_quant_op`):
+#: without them LCE cannot make int8 inputs or outputs and silently keeps float32.
+FAKE_QUANT_OPS = frozenset(
+    {
+        "FakeQuantWithMinMaxVars",
+        "FakeQuantWithMinMaxVarsPerChannel",
+        "FakeQuantWithMinMaxArgs",
+        "FakeQuantWithMinMaxArgsPerChannel",
+        "QuantizeAndDequantizeV2",
+        "QuantizeAndDequantizeV3",
+    }
+)
 
 
 def _check_arguments(model, path, target, inference_input_type, inference_output_type, strict):
@@ -49,17 +61,7 @@ def _check_arguments(model, path, target, inference_input_type, inference_output
     if not isinstance(strict, bool):
         raise ValueError(f"Expected strict to be True or False, but got {strict!r}.")
     if path is not None:
-        if not isinstance(path, str | os.PathLike):
-            raise ValueError(
-                f"Expected path to be None or a file path, but got {type(path).__name__}."
-            )
-        directory = os.path.dirname(os.path.abspath(path))
-        if os.path.isdir(path):
-            raise ValueError(f"Expected path to be a file path, but {path!r} is a directory.")
-        if not os.path.isdir(directory):
-            raise ValueError(
-                f"Expected path to be in an existing directory, but {directory!r} does not exist."
-            )
+        check_output_path(path)
 
 
 def _problem_message(problems: list[tuple[str, str]], total: int, strict: bool) -> str:
@@ -73,25 +75,52 @@ def _problem_message(problems: list[tuple[str, str]], total: int, strict: bool) 
     return "\n".join(lines)
 
 
-def write_atomically(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same directory + `os.replace`:
-    readers see the old file or the whole new one, and a failure leaves no partial file."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a regular file respects umask
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+def _int8_arguments(inference_input_type, inference_output_type) -> list[str]:
+    return [
+        name
+        for name, value in (
+            ("inference_input_type", inference_input_type),
+            ("inference_output_type", inference_output_type),
+        )
+        if value == tf.int8
+    ]
+
+
+class _MissingQuantization(ValueError):
+    """int8 inputs or outputs asked of a model without quantization ranges."""
+
+
+def _check_quantization(function, int8: list[str]) -> None:
+    """Before converting: int8 inputs/outputs need fake-quantization ops in the traced graph."""
+    if not int8:
+        return
+    graph = function.graph.as_graph_def()
+    ops = {node.op for node in graph.node}
+    ops |= {node.op for f in graph.library.function for node in f.node_def}
+    if not ops & FAKE_QUANT_OPS:
+        raise _MissingQuantization(
+            f"Expected a quantized model for {' and '.join(f'{n}=tf.int8' for n in int8)}, but "
+            "this model has no quantization information (no fake-quantization op, e.g. "
+            "tf.quantization.fake_quant_with_min_max_vars): LCE would silently keep float32 "
+            "inputs and outputs. int8 needs a quantization-aware trained (fake-quantized) "
+            "model; otherwise export with tf.float32."
+        )
+
+
+def _check_io_types(tflite: fbs.TFLiteModel, int8: list[str]) -> None:
+    """After converting: the file's inputs and outputs have the types that were asked for."""
+    for name, tensors, what in (
+        ("inference_input_type", tflite.inputs(), "inputs"),
+        ("inference_output_type", tflite.outputs(), "outputs"),
+    ):
+        types = sorted({t.dtype for t in tensors})
+        if name in int8 and types != ["INT8"]:
+            raise ValueError(
+                f"Expected {name}=tf.int8 to give int8 {what}, but the converted file's {what} "
+                f"are {', '.join(types)}: LCE makes {what} int8 only where the model's fake "
+                f"quantization reaches them. Add fake quantization at the model's {what}, or "
+                "export with tf.float32."
+            )
 
 
 def _convert(model, *, target, inference_input_type, inference_output_type, verbose) -> bytes:
@@ -100,6 +129,7 @@ def _convert(model, *, target, inference_input_type, inference_output_type, verb
         "inference_input_type": inference_input_type,
         "inference_output_type": inference_output_type,
     }
+    int8 = _int8_arguments(inference_input_type, inference_output_type)
     steps = ("trace", "save", "LCE convert")
     start = time.perf_counter()
     with tqdm(
@@ -113,13 +143,16 @@ def _convert(model, *, target, inference_input_type, inference_output_type, verb
         try:
             bar.set_postfix_str(steps[0])
             function = lce_converter.concrete_function_from_keras_model(model)
+            _check_quantization(function, int8)
             bar.update()
             bar.set_postfix_str(steps[1])
-            with tempfile.TemporaryDirectory(prefix="larq_dysign_export_") as saved_model:
+            with export_directory() as saved_model:
                 model.save(saved_model, save_format="tf", save_traces=False, signatures=function)
                 bar.update()
                 bar.set_postfix_str(steps[2])
                 flatbuffer = lce.convert_saved_model(saved_model, **options)
+        except _MissingQuantization:
+            raise
         except Exception as error:  # noqa: BLE001 (any failure: let LCE's own path try)
             warnings.warn(
                 f"Fast SavedModel export failed ({type(error).__name__}: {error}); "
@@ -146,13 +179,17 @@ def to_tflite(
     """Convert a Keras model to an LCE TFLite flatbuffer, checking its binary layers.
 
     Details: every binary Keras layer (1-bit kernel quantizer and 1-bit input, see
-    `binary_layers`) must become an `LceBconv2d`. Layers LCE is known not to binarize
-    (QuantDense, LCE issue #669; QuantDepthwiseConv2D; DoReFa and other non-sign
-    quantizers) are reported before converting; after converting, each binary layer is
-    matched by name to an `LceBconv2d` (`check_coverage`). With `strict=True` any layer left
-    in float raises; with `strict=False` it is a warning. `path` is written only after all
-    checks passed, atomically (temporary file in the same directory, then `os.replace`): a
-    failed export leaves neither the file nor a temporary one.
+    `binary_layers`) must become an `LceBconv2d`. A model without any binary layer, and
+    layers LCE is known not to binarize (QuantDense, LCE issue #669; QuantDepthwiseConv2D;
+    DoReFa and other non-sign quantizers), are reported before converting; after converting,
+    each binary layer is matched by name to an `LceBconv2d` (`check_coverage`). With
+    `strict=True` any of these raises; with `strict=False` it is a warning. int8 inputs or
+    outputs need a fake-quantized model (checked before converting) and are checked in the
+    file after. `path` is checked before converting and written only after all checks
+    passed, atomically (temporary file in the same directory, then `os.replace`): a failed
+    export leaves neither the file nor a temporary one. SIGTERM removes the temporary
+    SavedModel before the process ends; directories left by killed exports are removed by
+    the next one (`larq_dysign.export.files`).
 
     Example:
         ```python
@@ -165,20 +202,24 @@ def to_tflite(
 
     Args:
         model: the Keras model (float32 policy).
-        path: where to write the .tflite file; None only returns the bytes.
+        path: where to write the .tflite file, in an existing writable directory; None
+            only returns the bytes.
         target: "arm" (Raspberry Pi, phones) or "xcore".
-        inference_input_type: tf.float32 or tf.int8 (int8 needs a quantized model).
+        inference_input_type: tf.float32 or tf.int8 (int8 needs a fake-quantized model).
         inference_output_type: tf.float32 or tf.int8.
-        strict: raise if a binary layer would run in float32 (False: warn).
+        strict: raise if a binary layer, or the whole model, would run in float32 (False:
+            warn).
         verbose: show conversion progress on stderr.
 
     Returns:
         The flatbuffer's bytes.
 
     Raises:
-        ValueError: a bad argument (named, with the value and what is allowed), or, with
-            `strict=True`, binary layers that do not become `LceBconv2d` (listed by name with
-            the reason).
+        ValueError: a bad argument (named, with the value and what is allowed), int8
+            asked of a model without quantization information, or, with `strict=True`, a
+            model without binary layers or binary layers that do not become `LceBconv2d`
+            (listed by name with the reason).
+        InterruptedError: SIGTERM arrived and its previous handler did not end the process.
 
     References:
         - LCE converter: https://docs.larq.dev/compute-engine/api/converter/
@@ -186,23 +227,37 @@ def to_tflite(
     """
     _check_arguments(model, path, target, inference_input_type, inference_output_type, strict)
     layers: list[BinaryLayer] = binary_layers(model)
+    if not layers:
+        message = (
+            f"Model {model.name!r} has no binary layer (a larq layer with a 1-bit kernel "
+            "quantizer and a 1-bit input), so its file would run entirely in float32. A zoo "
+            "model built with binary_weights=False (step 1 of the two-step recipe) is one: "
+            "rebuild it with binary_weights=True (the zoo's constructors take it) and load "
+            "the weights"
+        )
+        if strict:
+            raise ValueError(f"{message}, or pass strict=False to export it in float32.")
+        warnings.warn(f"{message}.", stacklevel=2)
     known = [(layer.name, layer.known_problem) for layer in layers if layer.known_problem]
     if known and strict:
         raise ValueError(_problem_message(known, len(layers), strict=True))
 
-    flatbuffer = _convert(
-        model,
-        target=target,
-        inference_input_type=inference_input_type,
-        inference_output_type=inference_output_type,
-        verbose=verbose,
-    )
-    coverage = check_coverage(model, flatbuffer)
-    if coverage.not_converted:
-        message = _problem_message(list(coverage.not_converted), len(layers), strict=strict)
-        if strict:
-            raise ValueError(message)
-        warnings.warn(message, stacklevel=2)
-    if path is not None:
-        write_atomically(path, flatbuffer)
+    with sigterm_unwinds():  # SIGTERM removes the temporary SavedModel and output file
+        flatbuffer = _convert(
+            model,
+            target=target,
+            inference_input_type=inference_input_type,
+            inference_output_type=inference_output_type,
+            verbose=verbose,
+        )
+        tflite = fbs.load(flatbuffer)
+        _check_io_types(tflite, _int8_arguments(inference_input_type, inference_output_type))
+        coverage = check_coverage(model, tflite)
+        if coverage.not_converted:
+            message = _problem_message(list(coverage.not_converted), len(layers), strict=strict)
+            if strict:
+                raise ValueError(message)
+            warnings.warn(message, stacklevel=2)
+        if path is not None:
+            write_atomically(path, flatbuffer)
     return flatbuffer

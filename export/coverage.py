@@ -236,18 +236,20 @@ def check_coverage(
 
     Returns:
         A `Coverage`.
+
+    Raises:
+        ValueError: the data is not a valid TFLite flatbuffer.
     """
-    buffer, fb_model = fbs.load_model(flatbuffer_or_path)
+    tflite = fbs.load(flatbuffer_or_path)
     layers = binary_layers(model)
     keras_layers = {layer.name: layer for layer in _walk_layers(model)}
     layer_names = set(keras_layers)
 
     bconvs = []
-    for op in fbs.operators(fb_model):
+    for op in tflite.operators:
         if op.name != "LceBconv2d":
             continue
-        names = [fbs.tensor(fb_model, op.subgraph, op.inputs[0]).name]
-        names += [fbs.tensor(fb_model, op.subgraph, t).name for t in op.outputs if t >= 0]
+        names = [tflite.tensor(op.subgraph, t).name for t in (op.inputs[0], *op.outputs)]
         bconvs.append(set().union(*(_name_tokens(n, layer_names) for n in names)))
 
     def candidates(name: str) -> list[set[str]]:

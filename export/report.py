@@ -152,12 +152,12 @@ def format_report(report: TFLiteReport) -> str:
     return "\n".join(lines)
 
 
-def _op_label(model, op: fbs.Operator) -> str:
+def _op_label(tflite: fbs.TFLiteModel, op: fbs.Operator) -> str:
     """A readable name for an op: the first TensorFlow name of its output, without the model
     prefix when that leaves a layer name (e.g. "logits/MatMul")."""
     if not op.outputs or op.outputs[0] < 0:
         return f"{op.name}#{op.index}"
-    name = fbs.tensor(model, op.subgraph, op.outputs[0]).name.split(";")[0]
+    name = tflite.tensor(op.subgraph, op.outputs[0]).name.split(";")[0]
     return name or f"{op.name}#{op.index}"
 
 
@@ -204,28 +204,26 @@ def inspect_tflite(
 
     Raises:
         FileNotFoundError: a path that does not exist.
-        ValueError: the data is not a TFLite flatbuffer.
+        ValueError: the data is not a valid TFLite flatbuffer (truncated, corrupted), named
+            in the message.
     """
-    buffer, fb_model = fbs.load_model(flatbuffer_or_path)
+    tflite = fbs.load(flatbuffer_or_path)
     source = (
         os.fspath(flatbuffer_or_path)
         if isinstance(flatbuffer_or_path, str | os.PathLike)
         else "<bytes>"
     )
-    ops = list(fbs.operators(fb_model))
-    histogram: dict[str, int] = {}
-    for op in ops:
-        histogram[op.name] = histogram.get(op.name, 0) + 1
+    ops, histogram = tflite.operators, tflite.histogram
 
     # Each buffer is counted once, under the first role found: binary filter, float, other.
     binary_buffers: dict[int, int] = {}
     binary_weights = 0
     for op in ops:
-        if op.name == "LceBconv2d" and len(op.inputs) > 1 and op.inputs[1] >= 0:
-            filt = fbs.tensor(fb_model, op.subgraph, op.inputs[1])
+        if op.name == "LceBconv2d" and op.inputs[1] >= 0:
+            filt = tflite.tensor(op.subgraph, op.inputs[1])
             if filt.buffer not in binary_buffers:
-                binary_buffers[filt.buffer] = fbs.buffer_size(fb_model, buffer, filt.buffer)
-                channels_in = fbs.custom_options(op).get("channels_in")
+                binary_buffers[filt.buffer] = tflite.buffer_size(filt.buffer)
+                channels_in = op.options.get("channels_in")
                 per_filter = int(np.prod(filt.shape[:-1]))
                 binary_weights += per_filter * (
                     channels_in if channels_in else 32 * filt.shape[-1]
@@ -237,23 +235,23 @@ def inspect_tflite(
         for position, t_index in enumerate(op.inputs):
             if t_index < 0:
                 continue
-            t = fbs.tensor(fb_model, op.subgraph, t_index)
+            t = tflite.tensor(op.subgraph, t_index)
             if t.buffer > 0 and t.buffer not in consumer:
-                consumer[t.buffer] = _op_label(fb_model, op)
+                consumer[t.buffer] = _op_label(tflite, op)
             if op.name in FLOAT_KERNEL_OPS and position == 1 and t.dtype == "FLOAT32":
-                weights = fbs.buffer_array(fb_model, buffer, t)
+                weights = tflite.constant(t)
                 if weights is not None and _is_binary_valued(weights, op.name):
-                    binary_valued.append(f"{op.name} {_op_label(fb_model, op)}")
+                    binary_valued.append(f"{op.name} {_op_label(tflite, op)}")
 
     float_bytes = float_values = other_bytes = 0
     float_sizes: dict[int, int] = {}
     seen: set[int] = set()
-    for g in range(fb_model.SubgraphsLength()):
-        for i in range(fb_model.Subgraphs(g).TensorsLength()):
-            t = fbs.tensor(fb_model, g, i)
+    for g, subgraph in enumerate(tflite.model.subgraphs):
+        for i in range(len(subgraph.tensors or ())):
+            t = tflite.tensor(g, i)
             if t.buffer <= 0 or t.buffer in seen or t.buffer in binary_buffers:
                 continue
-            size = fbs.buffer_size(fb_model, buffer, t.buffer)
+            size = tflite.buffer_size(t.buffer)
             if size == 0:
                 continue
             seen.add(t.buffer)
@@ -266,18 +264,8 @@ def inspect_tflite(
     largest = sorted(float_sizes.items(), key=lambda kv: -kv[1])[:3]
     largest_float = tuple((consumer.get(b, f"buffer {b}"), size) for b, size in largest)
 
-    custom_ops = tuple(
-        sorted(
-            {
-                code.CustomCode().decode()
-                for code in (
-                    fb_model.OperatorCodes(i) for i in range(fb_model.OperatorCodesLength())
-                )
-                if code.CustomCode()
-            }
-        )
-    )
-    coverage = check_coverage(model, buffer) if model is not None else None
+    custom_ops = tflite.custom_ops
+    coverage = check_coverage(model, tflite) if model is not None else None
     binary_bytes = sum(binary_buffers.values())
 
     warnings = []
@@ -325,7 +313,7 @@ def inspect_tflite(
 
     return TFLiteReport(
         source=source,
-        file_bytes=len(buffer),
+        file_bytes=len(tflite.data),
         op_histogram=dict(sorted(histogram.items())),
         lce_bconv2d=histogram.get("LceBconv2d", 0),
         lce_quantize=histogram.get("LceQuantize", 0),
@@ -337,8 +325,8 @@ def inspect_tflite(
         float_weight_bytes=float_bytes,
         float_weights=float_values,
         other_weight_bytes=other_bytes,
-        inputs=info(fbs.subgraph_inputs(fb_model)),
-        outputs=info(fbs.subgraph_outputs(fb_model)),
+        inputs=info(tflite.inputs()),
+        outputs=info(tflite.outputs()),
         custom_ops=custom_ops,
         binary_valued_float_ops=tuple(binary_valued),
         largest_float_tensors=largest_float,

@@ -10,6 +10,7 @@ optimized kernels are aarch64 code (see docs/raspberry-pi.md to measure on a Pi)
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import platform
 import statistics
@@ -50,6 +51,10 @@ class Parity:
             `CLOSE_RTOL * output_scale` of Keras: samples no sign flip changed.
         output_scale: largest |keras output|, to read the differences against.
         samples: number of inputs compared.
+        keras_non_finite, tflite_non_finite: samples whose Keras / LCE outputs hold NaN,
+            infinity or +-3.4e38 (float32's largest value, where TFLite's kernels clamp NaN).
+            Such a sample counts as neither close nor agreeing, and is left out of the
+            differences (NaN when no sample is finite on both sides).
     """
 
     max_abs_diff: float
@@ -58,17 +63,27 @@ class Parity:
     close_fraction: float
     output_scale: float
     samples: int
+    keras_non_finite: int = 0
+    tflite_non_finite: int = 0
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     def __str__(self) -> str:
-        return (
+        text = (
             f"Keras vs LCE interpreter on {self.samples} inputs: max |diff| "
             f"{self.max_abs_diff:.3g}, mean |diff| {self.mean_abs_diff:.3g} (outputs up to "
             f"{self.output_scale:.3g}), {self.close_fraction:.1%} of samples within "
             f"{CLOSE_RTOL:g} x that, argmax agreement {self.argmax_agreement:.1%}"
         )
+        if self.keras_non_finite or self.tflite_non_finite:
+            text += (
+                f"\nWARNING: non-finite outputs (NaN, infinity or +-3.4e38) for "
+                f"{self.keras_non_finite} "
+                f"sample(s) in Keras and {self.tflite_non_finite} in the LCE interpreter, "
+                "counted as disagreeing"
+            )
+        return text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +119,41 @@ class Latency:
         )
 
 
+def _interpreter(tflite: fbs.TFLiteModel, threads: int = 1) -> Interpreter:
+    """LCE's interpreter for a checked file, whose inputs it can be fed; its refusal (e.g. an
+    unknown custom operator) as a ValueError naming the file."""
+    shapes = tflite.input_shapes()
+    for shape in shapes:
+        if (
+            shape[:1] not in ((), (1,))
+            or any(d < 1 for d in shape[1:])
+            or math.prod(shape[1:]) >= 2**31
+        ):
+            raise ValueError(
+                "Expected inputs of batch size 1 (LCE's interpreter runs one sample at a time) "
+                "with positive dimensions and fewer than 2**31 values (TFLite's kernels count "
+                f"them in 32-bit ints), but {tflite.source} has inputs of shape "
+                f"{', '.join(map(str, shapes))}."
+            )
+    try:
+        return Interpreter(tflite.data, num_threads=threads)
+    except RuntimeError as error:
+        raise ValueError(
+            f"LCE's interpreter cannot run {tflite.source} (its reason is logged above): "
+            + " ".join(str(error).split())
+        ) from None
+
+
+def _predict(interpreter: Interpreter, tflite: fbs.TFLiteModel, inputs):
+    try:
+        return interpreter.predict(inputs)
+    except RuntimeError as error:
+        raise ValueError(
+            f"LCE's interpreter failed to run {tflite.source} (its reason is logged above): "
+            + " ".join(str(error).split())
+        ) from None
+
+
 def _check_int(name: str, value, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"Expected {name} to be an integer >= {minimum}, but got {value!r}.")
@@ -131,7 +181,9 @@ def verify(
     whose effect can grow through the following binary layers: samples either match to
     float precision or differ visibly (the deeper the network, the more of the latter). A
     correct conversion reproduces most samples (`close_fraction`) and their classes; a
-    broken one (wrong fold, wrong threshold) reproduces none.
+    broken one (wrong fold, wrong threshold) reproduces none. A sample whose outputs hold
+    NaN or infinity on either side (diverged weights, a damaged file) is counted apart and
+    never as agreeing.
 
     Example:
         ```python
@@ -149,28 +201,35 @@ def verify(
         A `Parity`.
 
     Raises:
-        ValueError: inputs of the wrong shape, or a file with int8 inputs/outputs.
+        ValueError: inputs of the wrong shape or not finite (NaN, infinity), a file with
+            int8 inputs/outputs, or data that is not a valid TFLite flatbuffer.
     """
-    buffer, _ = fbs.load_model(flatbuffer)
-    interpreter = Interpreter(buffer)
-    if len(interpreter.input_shapes) != 1:
-        raise ValueError(
-            f"verify supports single-input models; this file has {len(interpreter.input_shapes)}."
-        )
-    types = [np.dtype(t) for t in interpreter.input_types + interpreter.output_types]
-    if any(t != np.float32 for t in types):
+    tflite = fbs.load(flatbuffer)
+    file_inputs = tflite.inputs()
+    if len(file_inputs) != 1:
+        raise ValueError(f"verify supports single-input models; this file has {len(file_inputs)}.")
+    types = [t.dtype for t in file_inputs + tflite.outputs()]
+    if any(t != "FLOAT32" for t in types):
         raise ValueError(
             "verify compares float outputs: export with inference_input_type=tf.float32 and "
-            f"inference_output_type=tf.float32 (this file has {[str(t) for t in types]})."
+            f"inference_output_type=tf.float32 (this file has {', '.join(types)})."
         )
     inputs = np.asarray(inputs, dtype=np.float32)
-    expected = tuple(interpreter.input_shapes[0][1:])
+    expected = tflite.input_shapes()[0][1:]
     if inputs.ndim != len(expected) + 1 or tuple(inputs.shape[1:]) != expected or not len(inputs):
         raise ValueError(
             f"Expected inputs of shape (N, {', '.join(map(str, expected))}) with N >= 1, but "
             f"got {inputs.shape}."
         )
+    finite = np.isfinite(inputs)
+    if not finite.all():
+        raise ValueError(
+            f"Expected inputs to be finite, but {finite.size - finite.sum()} of their "
+            f"{finite.size} values are NaN or infinite (the first in sample "
+            f"{int(np.argmin(finite.reshape(len(inputs), -1).all(axis=1)))})."
+        )
     _check_int("batch_size", batch_size, 1)
+    interpreter = _interpreter(tflite)
 
     # Direct calls, not `predict`: no tf.function to trace for each new model.
     batches = [
@@ -178,34 +237,49 @@ def verify(
         for i in range(0, len(inputs), batch_size)
     ]
     keras_outputs = [np.concatenate(parts) for parts in zip(*batches)]
-    tflite_outputs = _outputs_list(interpreter.predict(inputs))
+    tflite_outputs = _outputs_list(_predict(interpreter, tflite, inputs))
     if len(keras_outputs) != len(tflite_outputs):
         raise ValueError(
             f"The model has {len(keras_outputs)} outputs but the file {len(tflite_outputs)}: "
             "was it converted from this model?"
         )
-    diffs, agreements, sample_max = [], [], []
     for k, t in zip(keras_outputs, tflite_outputs):
         if k.shape != t.shape:
             raise ValueError(
                 f"Output shapes differ: Keras {k.shape}, TFLite {t.shape}: was the file "
                 "converted from this model?"
             )
-        diff = np.abs(t.astype(np.float64) - k)
-        diffs.append(diff.ravel())
-        sample_max.append(diff.reshape(len(diff), -1).max(axis=1))
-        agreements.append(float(np.mean(k.argmax(-1) == t.argmax(-1))))
+
+    keras_finite, tflite_finite = _finite_samples(keras_outputs), _finite_samples(tflite_outputs)
+    both = keras_finite & tflite_finite  # only these samples are compared
+    sample_max = np.zeros(len(inputs))
+    agreements, diffs = [], []
+    for k, t in zip(keras_outputs, tflite_outputs):
+        with np.errstate(invalid="ignore"):  # inf - inf in samples left out below
+            diff = np.abs(t.astype(np.float64) - k).reshape(len(k), -1)
+        sample_max = np.maximum(sample_max, np.where(both, diff.max(axis=1), np.inf))
+        diffs.append(diff[both].ravel())
+        matches = (k.argmax(-1) == t.argmax(-1)).reshape(len(k), -1).mean(axis=1)
+        agreements.append(np.mean(np.where(both, matches, 0.0)))
     diff = np.concatenate(diffs)
-    scale = float(max(np.abs(k).max() for k in keras_outputs))
-    close = np.max(sample_max, axis=0) <= CLOSE_RTOL * scale
+    scale = max(float(np.abs(k[both]).max(initial=0.0)) for k in keras_outputs)
     return Parity(
-        max_abs_diff=float(diff.max()),
-        mean_abs_diff=float(diff.mean()),
+        max_abs_diff=float(diff.max()) if diff.size else float("nan"),
+        mean_abs_diff=float(diff.mean()) if diff.size else float("nan"),
         argmax_agreement=float(np.mean(agreements)),
-        close_fraction=float(np.mean(close)),
+        close_fraction=float(np.mean(sample_max <= CLOSE_RTOL * scale)),
         output_scale=scale,
         samples=len(inputs),
+        keras_non_finite=int(np.sum(~keras_finite)),
+        tflite_non_finite=int(np.sum(~tflite_finite)),
     )
+
+
+def _finite_samples(outputs: list[np.ndarray]) -> np.ndarray:
+    """Per sample: True when all its output values are finite. TFLite's kernels clamp their
+    outputs to +-float32 max, which turns NaN into +-3.4e38: those count as non-finite."""
+    limit = np.finfo(np.float32).max
+    return np.all([(np.abs(o.reshape(len(o), -1)) < limit).all(axis=1) for o in outputs], axis=0)
 
 
 def _random_input(shape, dtype, rng) -> np.ndarray:
@@ -248,13 +322,14 @@ def benchmark(
         A `Latency` in milliseconds.
 
     Raises:
-        ValueError: a bad argument, or data that is not a TFLite flatbuffer.
+        ValueError: a bad argument, or data that is not a valid TFLite flatbuffer (checked
+            whole before LCE's interpreter reads it).
     """
     _check_int("threads", threads, 1)
     _check_int("runs", runs, 1)
     _check_int("warmup", warmup, 0)
-    buffer, _ = fbs.load_model(flatbuffer)
-    interpreter = Interpreter(buffer, num_threads=threads)
+    tflite = fbs.load(flatbuffer)
+    interpreter = _interpreter(tflite, threads)
     rng = np.random.default_rng(seed)
     inputs = [
         _random_input(shape, dtype, rng)
@@ -262,11 +337,11 @@ def benchmark(
     ]
     batch = inputs[0] if len(inputs) == 1 else inputs  # predict: (1, ...) arrays, batch of one
     for _ in range(warmup):
-        interpreter.predict(batch)
+        _predict(interpreter, tflite, batch)
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        interpreter.predict(batch)
+        _predict(interpreter, tflite, batch)
         times.append((time.perf_counter() - start) * 1e3)
     machine = platform.machine() or "unknown"
     return Latency(

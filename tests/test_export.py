@@ -4,6 +4,7 @@ import inspect
 import json
 import math
 import os
+import platform
 import stat
 
 import larq as lq
@@ -21,6 +22,7 @@ from larq_dysign.export import (
     to_tflite,
     verify,
 )
+from larq_dysign.export.runtime import kernels_note
 
 SMALL = {"input_shape": (28, 28, 1), "num_classes": 10}
 
@@ -144,10 +146,12 @@ def test_dysign_model_after_a_short_fit_matches_keras_and_beats_float_weights(
     # all 64 samples within 4e-6; allow a few flipped samples for other TF / LCE builds.
     assert parity.close_fraction >= 0.9 and parity.argmax_agreement >= 0.95
 
-    # The same architecture and weights with float kernels (binary_weights=False).
+    # The same architecture and weights with float kernels (binary_weights=False): no
+    # binary layer, so only strict=False exports it, with a warning.
     float_model = _small_zoo_model("DyResNet18", binary_weights=False)
     float_model.set_weights(model.get_weights())
-    float_flatbuffer = to_tflite(float_model, verbose=False)
+    with pytest.warns(UserWarning, match="has no binary layer.*binary_weights=True"):
+        float_flatbuffer = to_tflite(float_model, strict=False, verbose=False)
     float_report = inspect_tflite(float_flatbuffer)
     assert float_report.lce_bconv2d == 0
     assert float_report.warnings[0].startswith("NOT BINARIZED")  # and says so
@@ -255,24 +259,25 @@ def test_not_strict_warns_and_the_report_flags_the_float_layer(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tiny():
+def tiny(tmp_path_factory):
+    """The plain tiny model, converted once: the model, the bytes, and the file written over
+    one that held b"old"."""
     tf.keras.utils.set_random_seed(0)
     model = tiny_model()
-    return model, to_tflite(model, verbose=False)
+    path = tmp_path_factory.mktemp("tiny") / "model.tflite"
+    path.write_bytes(b"old")
+    return model, to_tflite(model, str(path), verbose=False), path
 
 
 def test_fast_export_is_byte_identical_to_lce_convert_keras_model(tiny):
-    model, flatbuffer = tiny
+    model, flatbuffer, _ = tiny
     assert flatbuffer == lce.convert_keras_model(model)
 
 
-def test_path_is_written_whole_with_regular_permissions(tiny, tmp_path):
-    model, flatbuffer = tiny
-    path = tmp_path / "model.tflite"
-    path.write_bytes(b"old")
-    assert to_tflite(model, str(path), verbose=False) == flatbuffer
+def test_path_is_written_whole_with_regular_permissions(tiny):
+    _, flatbuffer, path = tiny
     assert path.read_bytes() == flatbuffer
-    assert os.listdir(tmp_path) == ["model.tflite"]
+    assert os.listdir(path.parent) == ["model.tflite"]  # no temporary file left
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
@@ -284,14 +289,26 @@ def test_path_is_written_whole_with_regular_permissions(tiny, tmp_path):
         ({"target": "x86"}, 'Expected target to be "arm" or "xcore", but got \'x86\'.'),
         ({"inference_input_type": tf.float16}, "Expected inference_input_type to be tf.float32"),
         ({"strict": "yes"}, "Expected strict to be True or False, but got 'yes'."),
-        ({"path": "/no/such/dir/m.tflite"}, "Expected path to be in an existing directory"),
+        ({"path": 3}, "Expected path to be None or a file path, but got int."),
+        ({"path": ""}, "Expected path to be a file path, but got ''."),
+        ({"path": "newdir/"}, "Expected path to be a file path, but 'newdir/' ends with a sep"),
+        ({"path": "."}, "Expected path to be a file path, but '.' is a directory."),
+        ({"path": "no/such/m.tflite"}, "but '{cwd}/no/such' (of path 'no/such/m.tflite') does"),
+        # /proc refuses new files even to root, for whom permission bits do not count
+        ({"path": "/proc/m.tflite"}, "in a writable directory, but '/proc' (of path '/proc/m"),
     ],
 )
-def test_bad_arguments_are_named_before_any_work(kwargs, message):
-    model = tiny_model()
+def test_bad_arguments_are_named_before_any_work(kwargs, message, tmp_path, monkeypatch):
+    """Checked before anything else: a float model with strict=True would otherwise fail
+    with "no binary layer", and a bad path used to fail only after the conversion."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(2)])
     with pytest.raises(ValueError) as error:
         to_tflite(model, verbose=False, **kwargs)
-    assert message in str(error.value)
+    assert message.format(cwd=work) in str(error.value)
+    assert os.listdir(tmp_path) == ["work"] and os.listdir(work) == []  # nothing written
 
 
 def test_a_model_that_is_not_keras_is_refused():
@@ -300,7 +317,7 @@ def test_a_model_that_is_not_keras_is_refused():
 
 
 def test_report_of_a_binarized_file(tiny):
-    model, flatbuffer = tiny
+    model, flatbuffer, _ = tiny
     report = inspect_tflite(flatbuffer, model=model)
     assert (report.lce_bconv2d, report.lce_quantize, report.conv_2d) == (1, 1, 1)
     assert report.fully_connected == 1 and report.depthwise_conv_2d == 0
@@ -325,25 +342,31 @@ def test_inspect_refuses_a_file_that_is_not_tflite(tmp_path):
         inspect_tflite(tmp_path / "missing.tflite")
 
 
-def test_benchmark_reports_host_latency_and_says_it_is_not_arm(tiny):
-    _, flatbuffer = tiny
+def test_benchmark_reports_its_settings_and_says_what_the_host_numbers_are(tiny):
+    _, flatbuffer, _ = tiny
     latency = benchmark(flatbuffer, threads=2, runs=5, warmup=1)
-    assert 0 < latency.min_ms <= latency.median_ms <= latency.max_ms
     assert (latency.threads, latency.runs, latency.warmup) == (2, 5, 1)
-    assert "not ARM speed" in latency.kernels or "not a Raspberry Pi" in latency.kernels
-    assert "2 thread(s)" in str(latency)
+    assert latency.machine == platform.machine()
+    assert latency.kernels == kernels_note(platform.machine())
+    assert str(latency).startswith("latency, 2 thread(s), 5 runs after 1 warm-up: min ")
     with pytest.raises(ValueError, match="Expected threads to be an integer >= 1, but got 0"):
         benchmark(flatbuffer, threads=0)
 
 
+def test_host_latency_is_labelled_by_architecture():
+    assert "portable reference kernels (x86), not ARM speed" in kernels_note("x86_64")
+    assert "not a Raspberry Pi" in kernels_note("aarch64")
+    assert "not a Raspberry Pi" in kernels_note("arm64")
+
+
 def test_verify_checks_the_input_shape(tiny):
-    model, flatbuffer = tiny
+    model, flatbuffer, _ = tiny
     with pytest.raises(ValueError, match=r"Expected inputs of shape \(N, 8, 8, 3\)"):
         verify(model, flatbuffer, np.zeros((2, 8, 8, 1), np.float32))
 
 
 def test_check_coverage_matches_by_name_not_by_count(tiny):
-    model, flatbuffer = tiny
+    model, flatbuffer, _ = tiny
     coverage = check_coverage(model, flatbuffer)
     assert coverage.converted == ("bconv",) and coverage.matched_by_count == ()
     # the same file judged against a model with a second binary layer: one bconv, two layers
