@@ -12,9 +12,9 @@ Example:
     ```
 """
 
+from ..files import write_atomically
 from .converter import to_tflite
 from .coverage import BinaryLayer, Coverage, binary_layers, check_coverage
-from .files import write_atomically
 from .flatbuffer import op_histogram
 from .report import TensorInfo, TFLiteReport, inspect_tflite
 from .runtime import Latency, Parity, benchmark, verify

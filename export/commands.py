@@ -18,6 +18,7 @@ import json
 import os
 
 from ..cli import CommandError, non_negative_int, positive_int
+from ..files import check_output_path
 from ..zoo.commands import add_model_arguments, load_model
 
 
@@ -25,12 +26,10 @@ def _export(args) -> int:
     from . import inspect_tflite, to_tflite
 
     output = os.path.abspath(args.output)
-    if os.path.isdir(output) or not os.path.isdir(os.path.dirname(output)):
-        raise CommandError(
-            f"Expected -o/--output to be a file in an existing directory, but got "
-            f"{args.output!r}.",
-            status=2,
-        )
+    try:  # before the model is built and converted
+        check_output_path(args.output)
+    except ValueError as error:
+        raise CommandError(f"-o/--output: {error}", status=2) from error
     model, _ = load_model(args)
     try:
         to_tflite(model, output, target=args.target, strict=args.strict, verbose=not args.quiet)

@@ -20,9 +20,10 @@ import tensorflow as tf
 from larq_compute_engine.mlir.python import converter as lce_converter
 from tqdm.auto import tqdm
 
+from ..files import check_output_path, write_atomically
 from . import flatbuffer as fbs
 from .coverage import BinaryLayer, binary_layers, check_coverage
-from .files import check_output_path, export_directory, sigterm_unwinds, write_atomically
+from .files import export_directory, sigterm_unwinds
 
 TARGETS = ("arm", "xcore")
 INFERENCE_TYPES = (tf.float32, tf.int8)

@@ -24,60 +24,6 @@ EXPORT_DIRECTORY_PREFIX = "larq_dysign_export_"
 STALE_AFTER_S = 24 * 3600
 
 
-def check_output_path(path) -> None:
-    """Raise a ValueError naming `path` unless a file can be written there.
-
-    Accepts a path to a new or existing file in an existing, writable directory; refuses an
-    empty path, a directory, a path ending in a separator, a missing or unwritable directory.
-    """
-    if not isinstance(path, str | os.PathLike):
-        raise ValueError(
-            f"Expected path to be None or a file path, but got {type(path).__name__}."
-        )
-    text = os.fspath(path)
-    if not isinstance(text, str) or not text:
-        raise ValueError(f"Expected path to be a file path, but got {path!r}.")
-    if text.endswith((os.sep, "/")):
-        raise ValueError(f"Expected path to be a file path, but {text!r} ends with a separator.")
-    if os.path.isdir(text):
-        raise ValueError(f"Expected path to be a file path, but {text!r} is a directory.")
-    directory = os.path.dirname(os.path.abspath(text))
-    if not os.path.isdir(directory):
-        raise ValueError(
-            f"Expected path to be in an existing directory, but {directory!r} (of path "
-            f"{text!r}) does not exist."
-        )
-    try:  # the real test: permissions, read-only mounts, root, ACLs
-        with tempfile.TemporaryFile(dir=directory):
-            pass
-    except OSError as error:
-        raise ValueError(
-            f"Expected path to be in a writable directory, but {directory!r} (of path {text!r}) "
-            f"is not writable: {error.strerror}."
-        ) from None
-
-
-def write_atomically(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same directory + `os.replace`:
-    readers see the old file or the whole new one, and a failure leaves no partial file."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a regular file respects umask
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

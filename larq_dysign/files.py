@@ -62,3 +62,36 @@ def write_atomically(path: str | os.PathLike, data: bytes | str) -> None:
 def write_json(path: str | os.PathLike, value) -> None:
     """`value` as indented, key-sorted JSON, written atomically."""
     write_atomically(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+def check_output_path(path) -> None:
+    """Raise a ValueError naming `path` unless a file can be written there.
+
+    Accepts a path to a new or existing file in an existing, writable directory; refuses an
+    empty path, a directory, a path ending in a separator, a missing or unwritable directory.
+    """
+    if not isinstance(path, str | os.PathLike):
+        raise ValueError(
+            f"Expected path to be None or a file path, but got {type(path).__name__}."
+        )
+    text = os.fspath(path)
+    if not isinstance(text, str) or not text:
+        raise ValueError(f"Expected path to be a file path, but got {path!r}.")
+    if text.endswith((os.sep, "/")):
+        raise ValueError(f"Expected path to be a file path, but {text!r} ends with a separator.")
+    if os.path.isdir(text):
+        raise ValueError(f"Expected path to be a file path, but {text!r} is a directory.")
+    directory = os.path.dirname(os.path.abspath(text))
+    if not os.path.isdir(directory):
+        raise ValueError(
+            f"Expected path to be in an existing directory, but {directory!r} (of path "
+            f"{text!r}) does not exist."
+        )
+    try:  # the real test: permissions, read-only mounts, root, ACLs
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as error:
+        raise ValueError(
+            f"Expected path to be in a writable directory, but {directory!r} (of path {text!r}) "
+            f"is not writable: {error.strerror}."
+        ) from None

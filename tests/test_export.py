@@ -7,13 +7,13 @@ import os
 import platform
 import stat
 
-import larq as lq
 import larq_compute_engine as lce
 import numpy as np
 import pytest
 import tensorflow as tf
+from tinymodels import tiny_model  # noqa: I001
 
-from larq_dysign import DySign, RSign, zoo
+from larq_dysign import zoo
 from larq_dysign.export import (
     benchmark,
     binary_layers,
@@ -27,23 +27,7 @@ from larq_dysign.export.runtime import kernels_note
 SMALL = {"input_shape": (28, 28, 1), "num_classes": 10}
 
 
-# --- every zoo model -----------------------------------------------------------------------
-
-
-def _move_off_sign_ties(model: tf.keras.Model, seed: int = 0) -> None:
-    """Give every all-zero weight (biases, thresholds, shifts, BatchNorm offsets, DySign's
-    second hyper-function layer) small random values, as training does.
-
-    At initialization a binary linear fed by another binary linear (CCT's FC1 -> RPReLU ->
-    sign -> FC2) sums +-alpha terms to exactly 0 for a few % of its outputs; the next sign
-    then sits on its threshold, where Keras's float accumulation leaves +-1e-7 of rounding
-    and LCE's integer popcount exactly 0, and the bits flip (measured here: an untrained
-    BinaryCCT agreed on 19% of argmaxes). Trained models have no such ties.
-    """
-    rng = np.random.default_rng(seed)
-    for weight in model.weights:
-        if not np.any(weight.numpy()):
-            weight.assign(rng.normal(0.0, 0.1, weight.shape).astype(np.float32))
+# --- a trained zoo model (each zoo model's 224 conversion: tests/test_zoo.py) -----------------
 
 
 def _small_zoo_model(name: str, **kwargs) -> tf.keras.Model:
@@ -76,64 +60,14 @@ def _check_parity(parity, samples):
     assert parity.mean_abs_diff < 0.03
 
 
-# One test per model, converting it once: under pytest-xdist a fixture shared by several
-# tests would convert the same model on each worker.
-@pytest.mark.parametrize("name", zoo.list_models())
-def test_zoo_model_exports_with_every_binary_layer_as_lce_bconv2d(name, fashion_mnist_sample):
-    tf.keras.utils.set_random_seed(0)
-    model = _small_zoo_model(name)
-    _move_off_sign_ties(model)
-    flatbuffer = to_tflite(model, verbose=False)  # strict: raises if a layer stays float
-    report = inspect_tflite(flatbuffer, model=model)
-
-    # Binary layers in Keras == LceBconv2d in the file, matched by name.
-    layers = binary_layers(model)
-    assert len(layers) >= 16  # ResNet-18: 16, ReActNet-A: 31, CCT-7: 4 per encoder layer
-    assert [layer.known_problem for layer in layers] == [None] * len(layers)
-    assert report.lce_bconv2d == len(layers)
-    assert report.coverage.converted == tuple(layer.name for layer in layers)
-    assert report.coverage.not_converted == ()
-    assert report.coverage.matched_by_count == ()  # every layer found by its tensor names
-    # one LceQuantize per sign layer; a sign may feed several bconvs (ReActNet-A's doubling
-    # blocks), never the other way round
-    assert 1 <= report.lce_quantize <= report.lce_bconv2d
-    assert report.binary_valued_float_ops == ()
-    assert report.warnings == ()
-    assert "LceBconv2d" in report.custom_ops and report.needs_lce_runtime
-
-    # Binary weights bitpacked, 32 per int32.
-    binary = sum(layer.weights for layer in layers)
-    assert report.binary_weights == binary
-    assert report.binary_weight_bytes == sum(_packed_bytes(layer.name, model) for layer in layers)
-
-    # Expected size from Keras weight counts: every other parameter stays float32 (4 bytes),
-    # binary weights take 1 bit, and each LceBconv2d adds a float multiplier and bias per
-    # output channel (its scale mean|W| with the folded BatchNorm).
-    floats = model.count_params() - binary
-    channels = sum(model.get_layer(layer.name).kernel.shape[-1] for layer in layers)
-    expected = 4 * floats + report.binary_weight_bytes + 8 * channels
-    # 10%: BatchNorm's 4 values per channel fold into the bconv's 2 or into the next op,
-    # identical constants are stored once, and the graph itself takes some kB.
-    assert len(flatbuffer) == pytest.approx(expected, rel=0.10)
-    # so the same architecture with float weights (4 bytes each) is this much larger
-    float_weights_file = len(flatbuffer) + 4 * binary - report.binary_weight_bytes
-    assert float_weights_file / len(flatbuffer) == pytest.approx(
-        (4 * floats + 4 * binary) / expected, rel=0.10
-    )
-    assert report.file_bytes == len(flatbuffer) and report.weight_bytes <= len(flatbuffer)
-
-    x, _ = fashion_mnist_sample
-    _check_parity(verify(model, flatbuffer, x[:16]), 16)
-
-
 def test_dysign_model_after_a_short_fit_matches_keras_and_beats_float_weights(
     fashion_mnist_sample,
 ):
-    """DyResNet18 after one epoch on 512 Fashion-MNIST images: real BatchNorm statistics,
-    trained thresholds and hyper functions."""
+    """DyResNet18 (half width) after one epoch on 512 Fashion-MNIST images: real BatchNorm
+    statistics, trained thresholds and hyper functions."""
     tf.keras.utils.set_random_seed(0)
     x, y = fashion_mnist_sample
-    model = _small_zoo_model("DyResNet18")
+    model = _small_zoo_model("DyResNet18", width_multiplier=0.5)
     # eager: 8 steps of this graph train faster than tf.function traces them here
     model.compile(
         tf.keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", run_eagerly=True
@@ -148,7 +82,7 @@ def test_dysign_model_after_a_short_fit_matches_keras_and_beats_float_weights(
 
     # The same architecture and weights with float kernels (binary_weights=False): no
     # binary layer, so only strict=False exports it, with a warning.
-    float_model = _small_zoo_model("DyResNet18", binary_weights=False)
+    float_model = _small_zoo_model("DyResNet18", width_multiplier=0.5, binary_weights=False)
     float_model.set_weights(model.get_weights())
     with pytest.warns(UserWarning, match="has no binary layer.*binary_weights=True"):
         float_flatbuffer = to_tflite(float_model, strict=False, verbose=False)
@@ -162,51 +96,10 @@ def test_dysign_model_after_a_short_fit_matches_keras_and_beats_float_weights(
     # 2%: the two graphs differ only around each conv (a bconv keeps its BatchNorm as a
     # multiplier + bias, a float conv folds it into weights + bias): O(channels) floats.
     assert len(flatbuffer) == pytest.approx(len(float_flatbuffer) - 4 * binary + packed, rel=0.02)
-    assert len(float_flatbuffer) / len(flatbuffer) > 3  # 11M of 12M weights are binary
+    assert len(float_flatbuffer) / len(flatbuffer) > 3  # 2.7M of 3.1M weights are binary
 
 
 # --- strictness: layers LCE does not binarize --------------------------------------------
-
-
-def _conv(name, input_quantizer=None, kernel_quantizer="magnitude_aware_sign", kernel_size=3):
-    return lq.layers.QuantConv2D(
-        32,
-        kernel_size,
-        padding="same",
-        pad_values=1.0,
-        use_bias=False,
-        input_quantizer=input_quantizer or lq.quantizers.NoOp(precision=1),
-        kernel_quantizer=kernel_quantizer,
-        kernel_constraint="weight_clip",
-        name=name,
-    )
-
-
-def tiny_model(kind: str = "plain") -> tf.keras.Model:
-    """A binary conv block, plus one layer LCE cannot binarize for kind "dense" (QuantDense),
-    "dorefa" (DoReFa quantizers) or "reshape" (a reshape between the sign and the conv)."""
-    inputs = tf.keras.Input((8, 8, 3))
-    x = tf.keras.layers.Conv2D(32, 3, padding="same", name="stem")(inputs)
-    x = tf.keras.layers.BatchNormalization(name="stem_bn")(x)
-    h = _conv("bconv")(RSign(name="sign")(x))
-    x = tf.keras.layers.BatchNormalization(name="bn")(h)
-    if kind == "dorefa":
-        x = _conv(
-            "dorefa_conv",
-            input_quantizer=lq.quantizers.DoReFa(k_bit=1, mode="activations"),
-            kernel_quantizer=lq.quantizers.DoReFa(k_bit=1, mode="weights"),
-        )(x)
-    if kind == "reshape":
-        h = tf.keras.layers.Reshape((1, 64, 32), name="reshape")(DySign(name="dysign")(x))
-        h = _conv("conv_after_reshape", kernel_size=1)(h)
-        x = tf.keras.layers.Reshape((8, 8, 32), name="back")(h)
-    x = tf.keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    if kind == "dense":
-        x = lq.layers.QuantDense(
-            16, input_quantizer="ste_sign", kernel_quantizer="ste_sign", name="binary_dense"
-        )(x)
-    outputs = tf.keras.layers.Dense(4, name="head")(x)
-    return tf.keras.Model(inputs, outputs, name=f"tiny_{kind}")
 
 
 def _assert_nothing_written(directory, path):

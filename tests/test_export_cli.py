@@ -97,7 +97,7 @@ def test_benchmark_prints_host_latency_labelled_not_arm(exported_checkpoint, cap
         (
             ["export", "ReActNet18", "-o", "no/such/dir/x.tflite"],
             2,
-            "Expected -o/--output to be a file in an existing directory",
+            "-o/--output: Expected path to be in an existing directory, but",
         ),
         (
             ["export", "BinaryCCT", "--stem", "small", "-o", "x.tflite"],

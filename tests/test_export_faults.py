@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow.lite.tools import flatbuffer_utils
-from test_export import tiny_model
+from tinymodels import tiny_model
 
 from larq_dysign import zoo
 from larq_dysign.export import benchmark, inspect_tflite, to_tflite, verify
@@ -54,7 +54,7 @@ resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
 import numpy as np
 import larq_dysign
 from larq_dysign.export import benchmark, inspect_tflite, verify
-from test_export import tiny_model
+from tinymodels import tiny_model
 
 path, work = sys.argv[1], sys.argv[2]
 data = open(path, "rb").read()
