@@ -1,34 +1,43 @@
 """DySign vs static thresholds on the full Fashion-MNIST split, several seeds per model.
 
 Every run trains one zoo model with the two-step recipe (`larq_dysign.training.train`:
-step 1 real weights, step 2 binary weights from step 1; Adam with linear decay), the same
-budget within each comparison: `STEPS` updates of `--batch-size` images per recipe step,
-drawn from all 60,000 training images (2 x 235 x 128 is one pass over them), then evaluates
-on all 10,000 test images. Experiments:
+step 1 real weights, step 2 binary weights from step 1; Adam with the rate decaying linearly
+to 0 in each step) on batches drawn from all 60,000 training images (pad-crop-flip), then
+reads the accuracy on all 10,000 test images. A config is a model, its constructor
+arguments and a `Budget` (epochs per recipe step, batch, learning rate, XLA). Experiments:
 
-- the three Dy / baseline pairs: ReActNet18 vs DyResNet18, ReActNetA vs DyMobileNet,
-  BinaryCCT vs DyBinaryCCT ("7/3x1");
-- ablations on the ResNet backbone: DySign alone, DyPReLU alone, one threshold per sample
-  ("layer" granularity) instead of one per channel.
+- `search`: the exploration that chose the small-input presets (static baselines, seed 0);
+- `resnet`, `mobilenet`, `cct`: the evidence, Dy model vs its baseline at the family's
+  `small-input` preset (`larq_dysign.zoo.PRESETS`), same network and budget, 5 seeds;
+- `study`: the hyper-function study on DyResNet18 (output bound, learning-rate multiplier,
+  statistics, reduction, hidden width, threshold groups), 3 seeds, at a cheaper budget.
 
-Widths are reduced (`width_multiplier`, and 2 encoder layers for the CCTs) so that the
-whole grid fits a 2-core machine; `CONFIGS` says which. Runs go to `--runs-dir`, one
-directory each with its `result.json`; a finished run is not repeated, so the command can be
-re-run after an interruption, or with more seeds. `--jobs` runs train in parallel, each in its
-own process with `--threads` TensorFlow threads.
+Runs go to `--runs-dir`, one directory each, named by the model, a hash of the model, its
+arguments and budget, and the seed; a finished run (its `result.json`) is not repeated,
+configs that train the same thing share their runs, and changing a config's arguments or
+budget starts new runs instead of reusing stale ones. So
+the command can be re-run after an interruption, or with more seeds. `--jobs` runs train in
+parallel, each in its own process with `--threads` TensorFlow threads. `--commit` rewrites
+the results and docs/results.md after every finished run and commits them (git), so that a
+run of hours leaves its evidence on the branch as seeds complete.
 
 Run:
-    .venv/bin/python benchmarks/accuracy_benchmark.py                 # 3 seeds, everything
-    .venv/bin/python benchmarks/accuracy_benchmark.py --seeds 0 --experiments resnet
+    .venv/bin/python benchmarks/accuracy_benchmark.py --experiments search
+    .venv/bin/python benchmarks/accuracy_benchmark.py --experiments study
+    .venv/bin/python benchmarks/accuracy_benchmark.py --experiments resnet mobilenet cct --commit
+    .venv/bin/python benchmarks/accuracy_benchmark.py --summarize   # rewrite the outputs only
 
-Writes `accuracy.json`, `accuracy.md` and `training_curves.png` to benchmarks/results/ (--out).
+Writes `accuracy.json`, `accuracy.md` and `training_curves.png` to benchmarks/results/ (--out),
+from every finished run of the current configs found in `--runs-dir`.
 """
 # ruff: noqa: I001  (larq_dysign must be imported before tensorflow)
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
+import hashlib
 import json
 import math
 import os
@@ -36,71 +45,214 @@ import platform
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
 DEFAULT_OUT = os.path.join(HERE, "results")
-DEFAULT_RUNS = os.path.join(os.path.dirname(HERE), "out", "accuracy_runs")
+DEFAULT_RUNS = os.path.join(ROOT, "out", "accuracy_runs")
+TRAIN_EXAMPLES = 60_000
 
-RESNET = {"stem": "imagenet", "width_multiplier": 0.25}
-MOBILENET = {"stem": "imagenet", "width_multiplier": 0.25}
-CCT = {"variant": "7/3x1", "num_layers": 2, "width_multiplier": 0.25}
 
-#: config name -> (experiment, zoo model, constructor arguments, baseline config or None)
-CONFIGS = {
-    "ReActNet18": ("resnet", "ReActNet18", RESNET, None),
-    "DyResNet18": ("resnet", "DyResNet18", RESNET, "ReActNet18"),
-    "DyResNet18 DySign only": (
-        "ablation",
-        "DyResNet18",
-        {**RESNET, "dyprelu": False},
-        "ReActNet18",
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """The two-step recipe's budget: `epochs` per step of `steps_per_epoch` updates (None:
+    one pass over the 60,000 training images) of `batch_size` images, Adam from
+    `learning_rate` decaying linearly to 0 in each step."""
+
+    epochs: int
+    batch_size: int = 128
+    learning_rate: float = 2e-3
+    jit_compile: bool = True
+    steps_per_epoch: int | None = None
+
+    @property
+    def updates_per_step(self) -> int:
+        return self.epochs * (self.steps_per_epoch or TRAIN_EXAMPLES // self.batch_size)
+
+    def label(self) -> str:
+        return (
+            f"2 x {self.epochs} epoch{'s' if self.epochs > 1 else ''}"
+            + (f" of {self.steps_per_epoch} updates" if self.steps_per_epoch else "")
+            + f", batch {self.batch_size}, lr {self.learning_rate:g}"
+            + ("" if self.jit_compile else ", no XLA")
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """One trained configuration.
+
+    Attributes:
+        experiment: "search", "resnet", "mobilenet", "cct" or "study".
+        model: zoo model name.
+        kwargs: constructor arguments.
+        budget: the recipe's budget.
+        baseline: the static-threshold config it is compared with (None for baselines).
+        reference: for study variants, the Dy config the option changes.
+        note: what the config tests, for the tables.
+    """
+
+    experiment: str
+    model: str
+    kwargs: dict
+    budget: Budget
+    baseline: str | None = None
+    reference: str | None = None
+    note: str = ""
+
+    def digest(self) -> str:
+        """8 hex digits of what the run trains: model, arguments and budget."""
+        budget = dataclasses.asdict(self.budget)
+        spec = {"model": self.model, "kwargs": self.kwargs, "budget": budget}
+        return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def _preset_configs() -> dict[str, Config]:
+    """The evidence: each family's Dy model vs its baseline at the `small-input` preset."""
+    import larq_dysign  # noqa: F401  (Keras 2 before tensorflow)
+    from larq_dysign.zoo.presets import PRESETS
+
+    configs = {}
+    for family, baseline, dy in (
+        ("resnet", "ReActNet18", "DyResNet18"),
+        ("mobilenet", "ReActNetA", "DyMobileNet"),
+        ("cct", "BinaryCCT", "DyBinaryCCT"),
+    ):
+        preset = PRESETS["small-input"][family]
+        budget = Budget(
+            epochs=preset.epochs,
+            batch_size=preset.batch_size,
+            learning_rate=preset.learning_rate,
+            jit_compile=preset.jit_compile,
+        )
+        configs[baseline] = Config(family, baseline, dict(preset.model_kwargs), budget)
+        configs[dy] = Config(family, dy, dict(preset.model_kwargs), budget, baseline=baseline)
+    return configs
+
+
+SMALL_RESNET = {"stem": "small", "width_multiplier": 0.25}
+SMALL_MOBILENET = {"stem": "small", "width_multiplier": 0.25}
+
+#: The exploration behind the presets: static baselines, seed 0, cheapest first.
+SEARCH = {
+    "ResNet-18 w0.25 b64": Config(
+        "search", "ReActNet18", SMALL_RESNET, Budget(1, batch_size=64), note="batch 64"
     ),
-    "DyResNet18 DyPReLU only": (
-        "ablation",
-        "DyResNet18",
-        {**RESNET, "dysign": False},
-        "ReActNet18",
+    "ResNet-18 w0.25 lr5e-3": Config(
+        "search", "ReActNet18", SMALL_RESNET, Budget(1, learning_rate=5e-3), note="lr 5e-3"
     ),
-    "DyResNet18 layer thresholds": (
-        "ablation",
-        "DyResNet18",
-        {**RESNET, "dysign_options": {"granularity": "layer"}},
-        "ReActNet18",
+    "ResNet-18 w0.25 2 epochs": Config(
+        "search", "ReActNet18", SMALL_RESNET, Budget(2), note="2 epochs per step"
     ),
-    "ReActNetA": ("mobilenet", "ReActNetA", MOBILENET, None),
-    "DyMobileNet": ("mobilenet", "DyMobileNet", MOBILENET, "ReActNetA"),
-    "BinaryCCT": ("cct", "BinaryCCT", CCT, None),
-    "DyBinaryCCT": ("cct", "DyBinaryCCT", CCT, "BinaryCCT"),
+    "ResNet-18 w0.25 stride-2 stem 2 epochs b64": Config(
+        "search",
+        "ReActNet18",
+        {"stem": "small_stride2", "width_multiplier": 0.25},
+        Budget(2, batch_size=64),
+        note="14x14 after the stem",
+    ),
+    "ResNet-18 w0.25 2 epochs b64": Config(
+        "search", "ReActNet18", SMALL_RESNET, Budget(2, batch_size=64), note="2 epochs, batch 64"
+    ),
+    "ReActNet-A w0.25 2 epochs": Config(
+        "search", "ReActNetA", SMALL_MOBILENET, Budget(2), note="2 epochs per step"
+    ),
+    "ReActNet-A w0.25 2 epochs b64": Config(
+        "search", "ReActNetA", SMALL_MOBILENET, Budget(2, batch_size=64), note="batch 64"
+    ),
+    "CCT-7/3x2 w0.25 2 epochs": Config(
+        "search",
+        "BinaryCCT",
+        {"variant": "7/3x2", "width_multiplier": 0.25},
+        Budget(2),
+        note="7 layers, dim 64, 49 tokens",
+    ),
+    "CCT-7/3x2 w0.5 2 epochs b64": Config(
+        "search",
+        "BinaryCCT",
+        {"variant": "7/3x2", "width_multiplier": 0.5},
+        Budget(2, batch_size=64),
+        note="7 layers, dim 128, 49 tokens",
+    ),
 }
-EXPERIMENTS = ("resnet", "ablation", "mobilenet", "cct")
-#: Updates per recipe step (batch 128): one pass over the 60,000 training images in all for
-#: the ResNets, half a pass for ReActNet-A, a quarter for the CCTs (1.6 s per update here:
-#: attention over 196 tokens), the same within each pair.
-STEPS = {"resnet": 235, "ablation": 235, "mobilenet": 118, "cct": 60}
+
+#: The hyper-function study: the ResNet-18 preset's network, at `STUDY_BUDGET`. Every
+#: option is written out (not left to the layers' defaults), so a later change of the
+#: defaults does not silently reuse these runs under a different meaning.
+STUDY_BUDGET = Budget(1, batch_size=64)
+STUDY_NETWORK = SMALL_RESNET
+#: The hyper function as it was before the study (DY-ReLU's reduction 16, hidden width at
+#: least 8, one unbounded value per channel, mean statistics, no multiplier).
+ORIGINAL_OPTIONS = {
+    "reduction": 16,
+    "min_hidden_units": 8,
+    "statistics": "mean",
+    "groups": None,
+    "bound": None,
+    "learning_rate_multiplier": 1.0,
+}
+#: variant name -> (options changed from ORIGINAL_OPTIONS, what it tests)
+STUDY_VARIANTS = {
+    "bound 1": ({"bound": 1.0}, "lambda (2 sigmoid(z) - 1), lambda = 1 channel std"),
+    "lr x10": ({"learning_rate_multiplier": 10.0}, "hyper-function learning rate x10"),
+    "mean_std": ({"statistics": "mean_std"}, "means and stds as statistics"),
+    "reduction 4": ({"reduction": 4, "min_hidden_units": 1}, "hidden C/4: 4-32"),
+    "reduction 64": ({"reduction": 64, "min_hidden_units": 1}, "hidden C/64: 1-2"),
+    "hidden 4": ({"reduction": 64, "min_hidden_units": 4}, "hidden width 4"),
+    "groups 16": ({"groups": 16}, "16 dynamic values per layer (8 channels each at 128)"),
+    "groups 4": ({"groups": 4}, "4 dynamic values per layer"),
+}
+
+
+def _study_configs() -> dict[str, Config]:
+    def dy(options: dict, note: str) -> Config:
+        return Config(
+            "study",
+            "DyResNet18",
+            {**STUDY_NETWORK, "dysign_options": options, "dyprelu_options": options},
+            STUDY_BUDGET,
+            baseline="study ReActNet18",
+            reference="study DyResNet18" if options != ORIGINAL_OPTIONS else None,
+            note=note,
+        )
+
+    configs = {
+        "study ReActNet18": Config(
+            "study", "ReActNet18", STUDY_NETWORK, STUDY_BUDGET, note="static thresholds (RSign)"
+        ),
+        "study DyResNet18": dy(ORIGINAL_OPTIONS, "the original hyper function (hidden 8)"),
+    }
+    for name, (change, note) in STUDY_VARIANTS.items():
+        configs[f"study {name}"] = dy({**ORIGINAL_OPTIONS, **change}, note)
+    return configs
+
+
+STUDY = _study_configs()
+
+EXPERIMENTS = ("search", "resnet", "mobilenet", "cct", "study")
+DEFAULT_SEEDS = {"search": [0], "study": [0, 1, 2]}
+EVIDENCE_SEEDS = [0, 1, 2, 3, 4]
 #: Training curves: the train loss and accuracy every this many updates.
-CURVE_EVERY = 10
+CURVE_EVERY = 20
 
 
-def run_id(config: str, seed: int) -> str:
-    return f"{config.replace(' ', '_')}_seed{seed}"
+def all_configs() -> dict[str, Config]:
+    return {**SEARCH, **_preset_configs(), **STUDY}
+
+
+def run_id(config: Config, seed: int) -> str:
+    """The run's directory name: configs that train the same thing share their runs."""
+    return f"{config.model}-{config.digest()}-seed{seed}"
 
 
 # ---------------------------------------------------------------------------- one run
 
 
-def train_one(
-    config: str,
-    seed: int,
-    *,
-    steps: int,
-    batch_size: int,
-    learning_rate: float,
-    threads: int,
-    runs_dir: str,
-) -> dict:
-    """Train `config` with `seed` in this process; write and return its result."""
+def train_one(name: str, seed: int, *, threads: int, runs_dir: str) -> dict:
+    """Train config `name` with `seed` in this process; write and return its result."""
     import larq_dysign  # noqa: F401  (Keras 2 before tensorflow)
     import tensorflow as tf
 
@@ -108,73 +260,82 @@ def train_one(
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
-    experiment, model, kwargs, baseline = CONFIGS[config]
+    config = all_configs()[name]
+    budget = config.budget
     directory = os.path.join(runs_dir, run_id(config, seed))
     curve = []
 
-    class Curve(tf.keras.callbacks.Callback):
+    class Progress(tf.keras.callbacks.Callback):
+        """The curve (running train loss and accuracy every CURVE_EVERY updates) and the
+        seconds per update after the first 5 of the step (tracing, XLA compilation)."""
+
         def __init__(self, step):
             super().__init__()
-            self.step = step
+            self.step, self.updates, self.start, self.end = step, 0, None, None
 
         def on_train_batch_end(self, batch, logs=None):
-            if (batch + 1) % CURVE_EVERY == 0:
-                update = (self.step - 1) * steps + batch + 1
+            self.updates += 1
+            if self.updates == 5:
+                self.start = time.perf_counter()
+            self.end = time.perf_counter()
+            if self.updates % CURVE_EVERY == 0:
+                update = (self.step - 1) * budget.updates_per_step + self.updates
                 curve.append([update, float(logs["loss"]), float(logs["accuracy"])])
 
-    class StepTimer(tf.keras.callbacks.Callback):
-        """Seconds per update after the first 5 (graph tracing and compilation)."""
-
-        def on_train_begin(self, logs=None):
-            self.start = None
-
-        def on_train_batch_end(self, batch, logs=None):
-            if batch == 4:
-                self.start = time.perf_counter()
-            self.end, self.batches = time.perf_counter(), batch - 4
-
     tf.keras.utils.set_random_seed(seed)
-    timers, results = {}, {}
-    start = time.perf_counter()
+    progress, results = {}, {}
+    load_before = os.getloadavg()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for step in (1, 2):
-        timers[step] = StepTimer()
+        progress[step] = Progress(step)
         results.update(
             training.train(
-                model,
+                config.model,
                 dataset="fashion_mnist",
                 out_dir=directory,
-                epochs=1,
-                steps_per_epoch=steps,
-                batch_size=batch_size,
+                epochs=budget.epochs,
+                steps_per_epoch=budget.steps_per_epoch,
+                batch_size=budget.batch_size,
                 step=step,
-                learning_rate=learning_rate,
-                model_kwargs=kwargs,
-                callbacks=[Curve(step), timers[step]],
+                learning_rate=budget.learning_rate,
+                model_kwargs=config.kwargs,
+                callbacks=[progress[step]],
                 verbose=2,
+                jit_compile=budget.jit_compile,
             )
         )
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     final = results[2]
     result = {
-        "config": config,
-        "experiment": experiment,
-        "model": model,
-        "kwargs": kwargs,
-        "baseline": baseline,
+        "config": name,
+        "digest": config.digest(),
+        "experiment": config.experiment,
+        "model": config.model,
+        "kwargs": config.kwargs,
+        "budget": dataclasses.asdict(budget),
+        "baseline": config.baseline,
         "seed": seed,
-        "steps_per_recipe_step": steps,
-        "batch_size": batch_size,
-        "learning_rate": learning_rate,
+        "updates_per_recipe_step": budget.updates_per_step,
         "parameters": int(final.model.count_params()),
-        # the eval split of fashion_mnist is the whole test set, evaluated after each step
+        # the eval split of fashion_mnist is the whole test set, evaluated after each epoch
         "test_accuracy": float(final.history["val_accuracy"][-1]),
         "test_loss": float(final.history["val_loss"][-1]),
         "step1_test_accuracy": float(results[1].history["val_accuracy"][-1]),
-        "seconds": seconds,
-        "seconds_per_update": {
-            str(step): (t.end - t.start) / t.batches for step, t in timers.items() if t.start
+        "test_accuracy_per_epoch": {
+            str(step): [float(a) for a in results[step].history["val_accuracy"]] for step in (1, 2)
         },
+        "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
+        "seconds_per_update": {
+            str(step): (p.end - p.start) / (p.updates - 5)
+            for step, p in progress.items()
+            if p.start and p.updates > 5
+        },
+        "load_average": {"before": load_before[0], "after": os.getloadavg()[0]},
+        # a run resumed after an interruption: its seconds and curve cover the last part only
+        "resumed_steps": [step for step in (1, 2) if results[step].initial_iteration > 0],
         "threads": threads,
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "curve": curve,
         "weights": final.weights_path,
     }
@@ -191,47 +352,74 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def summarize(results: list[dict]) -> dict:
-    """Per config: accuracy mean and sample std over seeds; vs its baseline: the difference
-    of means and whether it exceeds the seed spread, taken as 2 standard errors of the
-    difference, `2 sqrt(s_a^2/n_a + s_b^2/n_b)` (about a 95% interval)."""
+def compare(row: dict, other: dict) -> dict:
+    """`row` minus `other`: the difference of mean accuracies and its 2-standard-error
+    margin `2 sqrt(s_a^2/n_a + s_b^2/n_b)` (about a 95% interval); it *exceeds the seed
+    spread* when |difference| > margin (and both sides have 2 or more seeds)."""
+    n_a, n_b = len(row["test_accuracies"]), len(other["test_accuracies"])
+    margin = 2 * math.sqrt(row["std"] ** 2 / n_a + other["std"] ** 2 / n_b)
+    difference = row["mean"] - other["mean"]
+    return {
+        "against": other["config"],
+        "difference": difference,
+        "margin": margin,
+        "exceeds_spread": bool(n_a > 1 and n_b > 1 and abs(difference) > margin),
+        "seeds": [n_a, n_b],
+    }
+
+
+def summarize(results: list[dict], configs: dict[str, Config] | None = None) -> dict:
+    """Per config: accuracy mean and sample std over seeds, minutes per run; the Dy configs
+    compared with their baseline (`difference`, `margin`, `exceeds_spread`) and study
+    variants with their reference Dy config too (`versus_reference`)."""
     by_config: dict[str, list[dict]] = {}
     for result in results:
         by_config.setdefault(result["config"], []).append(result)
+    names = list(configs) if configs else list(by_config)
     rows = {}
-    for config in CONFIGS:
-        runs = sorted(by_config.get(config, []), key=lambda r: r["seed"])
+    for name in names:
+        runs = sorted(by_config.get(name, []), key=lambda r: r["seed"])
         if not runs:
             continue
         accuracies = [r["test_accuracy"] for r in runs]
         mean, std = _mean_std(accuracies)
-        rows[config] = {
-            "config": config,
-            "experiment": CONFIGS[config][0],
-            "model": CONFIGS[config][1],
-            "kwargs": CONFIGS[config][2],
-            "baseline": CONFIGS[config][3],
+        config = configs[name] if configs else None
+        rows[name] = {
+            "config": name,
+            "experiment": runs[0].get("experiment"),
+            "model": runs[0].get("model"),
+            "kwargs": runs[0].get("kwargs"),
+            "budget": runs[0].get("budget"),
+            "baseline": config.baseline if config else runs[0].get("baseline"),
+            "reference": config.reference if config else None,
+            "note": config.note if config else "",
             "seeds": [r["seed"] for r in runs],
             "test_accuracies": accuracies,
+            "step1_test_accuracies": [r.get("step1_test_accuracy") for r in runs],
             "mean": mean,
             "std": std,
             "parameters": runs[0]["parameters"],
-            "updates": runs[0]["steps_per_recipe_step"],
+            "updates": runs[0]["updates_per_recipe_step"],
+            "minutes": statistics.fmean(r.get("seconds", 0) for r in runs) / 60,
+            "cpu_minutes": statistics.fmean(r.get("cpu_seconds", 0) for r in runs) / 60,
             "seconds_per_update": statistics.fmean(
                 statistics.fmean(r["seconds_per_update"].values()) for r in runs
             ),
         }
     for row in rows.values():
         base = rows.get(row["baseline"]) if row["baseline"] else None
-        if base is None:
-            continue
-        n_a, n_b = len(row["test_accuracies"]), len(base["test_accuracies"])
-        margin = 2 * math.sqrt(row["std"] ** 2 / n_a + base["std"] ** 2 / n_b)
-        difference = row["mean"] - base["mean"]
-        row["difference"] = difference
-        row["margin"] = margin
-        row["exceeds_spread"] = bool(n_a > 1 and n_b > 1 and abs(difference) > margin)
+        if base is not None:
+            row.update(compare(row, base))
+        reference = rows.get(row["reference"]) if row["reference"] else None
+        if reference is not None:
+            row["versus_reference"] = compare(row, reference)
     return rows
+
+
+def _verdict(comparison: dict) -> str:
+    return f"{100 * comparison['difference']:+.2f} (+-{100 * comparison['margin']:.2f})" + (
+        " *" if comparison["exceeds_spread"] else ""
+    )
 
 
 def markdown(rows: dict, meta: dict) -> str:
@@ -239,64 +427,161 @@ def markdown(rows: dict, meta: dict) -> str:
         "# DySign vs static thresholds on Fashion-MNIST",
         "",
         f"Generated by `{meta['command']}` on {meta['date']} ({meta['machine']}).",
-        "Budget per run: two-step recipe, the same number of updates of "
-        f"{meta['batch_size']} images in each recipe step for both sides of a comparison "
-        '("updates" column, drawn from all 60,000 training images; 235 x 2 is one pass), '
-        f"Adam lr {meta['learning_rate']:g} with linear decay; test accuracy on all 10,000 "
-        "test images. Mean and sample standard deviation "
-        'over seeds; "exceeds spread" when |difference| > 2 standard errors of the '
-        "difference.",
+        "Two-step recipe, the budget in the table (epochs per step, batch, Adam lr decaying "
+        "linearly to 0); batches drawn from all 60,000 training images; test accuracy on all "
+        "10,000 test images. Mean and sample standard deviation over seeds; differences "
+        "with 2 standard errors of the difference (+-), * when beyond them. Minutes: wall "
+        "time per run on a shared machine (CPU minutes alongside).",
         "",
-        "| experiment | model | config | params | updates | seeds | test accuracy (%) | "
-        "vs baseline (points) | exceeds spread |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| experiment | config | model | arguments | budget | params | seeds | test "
+        "accuracy (%) | vs baseline (points) | vs reference (points) | minutes (CPU) |",
+        "| --- | --- | --- | --- | --- | ---: | ---: | --- | --- | --- | ---: |",
     ]
     for row in rows.values():
-        config = ", ".join(f"{k}={v}" for k, v in row["kwargs"].items())
-        versus, exceeds = "", ""
-        if "difference" in row:
-            versus = f"{100 * row['difference']:+.2f} (+-{100 * row['margin']:.2f})"
-            exceeds = "yes" if row["exceeds_spread"] else "no"
+        arguments = ", ".join(f"{k}={v}" for k, v in row["kwargs"].items())
+        budget = Budget(**row["budget"]).label()
+        versus = _verdict(row) if "difference" in row else ""
+        reference = _verdict(row["versus_reference"]) if "versus_reference" in row else ""
         lines.append(
-            f"| {row['experiment']} | {row['config']} | {config} | {row['parameters']:,} | "
-            f"2 x {row['updates']} | {len(row['seeds'])} | "
-            f"{100 * row['mean']:.2f} +- {100 * row['std']:.2f} | "
-            f"{versus} | {exceeds} |"
+            f"| {row['experiment']} | {row['config']} | {row['model']} | {arguments} | "
+            f"{budget} | {row['parameters']:,} | {len(row['seeds'])} | "
+            f"{100 * row['mean']:.2f} +- {100 * row['std']:.2f} | {versus} | {reference} | "
+            f"{row['minutes']:.1f} ({row['cpu_minutes']:.1f}) |"
         )
     return "\n".join(lines) + "\n"
 
 
-def plot_curves(results: list[dict], path: str) -> None:
-    """Train loss per update, Dy vs baseline, mean over seeds, one panel per backbone."""
+PAIRS = [("ReActNet18", "DyResNet18"), ("ReActNetA", "DyMobileNet"), ("BinaryCCT", "DyBinaryCCT")]
+
+
+def plot_curves(results: list[dict], path: str) -> bool:
+    """Train loss per update, Dy vs baseline, mean over seeds, one panel per family."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pairs = [
-        ("ReActNet18", "DyResNet18"),
-        ("ReActNetA", "DyMobileNet"),
-        ("BinaryCCT", "DyBinaryCCT"),
-    ]
     figure, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for axis, pair in zip(axes, pairs):
+    drawn = False
+    for axis, pair in zip(axes, PAIRS):
         for config in pair:
             curves = [r["curve"] for r in results if r["config"] == config and r["curve"]]
             if not curves:
                 continue
+            drawn = True
             length = min(len(c) for c in curves)
             updates = [point[0] for point in curves[0][:length]]
             loss = [statistics.fmean(c[i][1] for c in curves) for i in range(length)]
             axis.plot(updates, loss, label=f"{config} ({len(curves)} seeds)")
-        steps = next((r["steps_per_recipe_step"] for r in results if r["config"] in pair), None)
+        steps = next((r["updates_per_recipe_step"] for r in results if r["config"] in pair), None)
         if steps:
             axis.axvline(steps, color="grey", linestyle=":", label="step 1 -> step 2")
         axis.set_title(" vs ".join(pair))
         axis.set_xlabel("update")
-        axis.set_ylabel("train loss (running mean within the step)")
+        axis.set_ylabel("train loss (running mean within the epoch)")
         axis.legend()
     figure.tight_layout()
+    if drawn:
+        figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return drawn
+
+
+def plot_study(rows: dict, path: str) -> bool:
+    """Each study variant's accuracy (mean +- 2 standard errors) against its size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    study = {n: r for n, r in rows.items() if r["experiment"] == "study"}
+    base = study.get("study ReActNet18")
+    if base is None or len(study) < 2:
+        return False
+    figure, axis = plt.subplots(figsize=(8, 5))
+    for name, row in study.items():
+        if name == "study ReActNet18":
+            continue
+        floats = row["parameters"] - base["parameters"]
+        error = 2 * row["std"] / math.sqrt(len(row["seeds"]))
+        axis.errorbar(floats, 100 * row["mean"], yerr=100 * error, fmt="o", capsize=3)
+        axis.annotate(
+            name.removeprefix("study "),
+            (floats, 100 * row["mean"]),
+            fontsize=8,
+            xytext=(4, 4),
+            textcoords="offset points",
+        )
+    axis.axhline(100 * base["mean"], color="grey", linestyle=":", label="static (ReActNet18)")
+    axis.set_xscale("log")
+    axis.set_xlabel("hyper-function floats in the network (log)")
+    axis.set_ylabel("test accuracy (%), mean +- 2 SE over seeds")
+    axis.set_title("DyResNet18 hyper-function variants, Fashion-MNIST")
+    axis.legend()
+    figure.tight_layout()
     figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return True
+
+
+def collect(configs: dict[str, Config], runs_dir: str) -> list[dict]:
+    """Every finished run of the current configs in `runs_dir` (any seed), one entry per
+    config and seed (a run shared by two configs appears under both names)."""
+    by_digest: dict[str, list[dict]] = {}
+    if os.path.isdir(runs_dir):
+        for entry in sorted(os.listdir(runs_dir)):
+            path = os.path.join(runs_dir, entry, "result.json")
+            if os.path.exists(path):
+                with open(path) as f:
+                    result = json.load(f)
+                by_digest.setdefault(result.get("digest"), []).append(result)
+    results = []
+    for name, config in configs.items():
+        for result in by_digest.get(config.digest(), []):
+            if result["model"] == config.model:
+                results.append({**result, "config": name, "experiment": config.experiment})
+    return results
+
+
+def write_outputs(configs: dict[str, Config], runs_dir: str, out: str, meta: dict) -> dict:
+    results = collect(configs, runs_dir)
+    rows = summarize(results, configs)
+    os.makedirs(out, exist_ok=True)
+    for result in results:
+        result.pop("weights", None)  # a path on the machine that ran it
+    with open(os.path.join(out, "accuracy.json.part"), "w") as f:
+        json.dump({"meta": meta, "rows": rows, "runs": results}, f, indent=1)
+    os.replace(os.path.join(out, "accuracy.json.part"), os.path.join(out, "accuracy.json"))
+    with open(os.path.join(out, "accuracy.md"), "w") as f:
+        f.write(markdown(rows, meta))
+    plot_curves(results, os.path.join(out, "training_curves.png"))
+    plot_study(rows, os.path.join(out, "hyper_study.png"))
+    return rows
+
+
+_GIT_LOCK = threading.Lock()
+
+
+def commit_results(out: str, message: str) -> None:
+    """Regenerate docs/results.md and commit the accuracy results with it (a few retries:
+    someone else may hold the index lock)."""
+    paths = [
+        os.path.join(out, "accuracy.json"),
+        os.path.join(out, "accuracy.md"),
+        os.path.join(out, "training_curves.png"),
+        os.path.join(ROOT, "docs", "results.md"),
+        os.path.join(ROOT, "README.md"),
+    ]
+    with _GIT_LOCK:
+        subprocess.call([sys.executable, os.path.join(HERE, "make_results.py")], cwd=ROOT)
+        paths = [p for p in paths if os.path.exists(p)]
+        for attempt in range(5):
+            subprocess.call(["git", "add", "--", *paths], cwd=ROOT)
+            code = subprocess.call(["git", "commit", "-q", "-m", message, "--", *paths], cwd=ROOT)
+            if code == 0:
+                return
+            time.sleep(10 * (attempt + 1))
+        print(f"could not commit: {message}", flush=True)
 
 
 # ---------------------------------------------------------------------------- main
@@ -304,95 +589,109 @@ def plot_curves(results: list[dict], path: str) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--experiments", nargs="+", choices=EXPERIMENTS, default=list(EXPERIMENTS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--experiments", nargs="+", choices=EXPERIMENTS, default=["search"])
     parser.add_argument(
-        "--steps", type=int, help="updates per recipe step for every model (default: STEPS)"
+        "--seeds",
+        nargs="+",
+        type=int,
+        help="default: 0 for search, 0-2 for the study, 0-4 for the evidence",
     )
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--learning-rate", type=float, default=2e-3)
+    parser.add_argument("--configs", nargs="+", help="only these configs of the experiments")
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel")
     parser.add_argument("--threads", type=int, default=1, help="TensorFlow threads per run")
     parser.add_argument("--runs-dir", default=DEFAULT_RUNS)
     parser.add_argument("--out", default=DEFAULT_OUT)
+    parser.add_argument("--commit", action="store_true", help="commit results after each run")
+    parser.add_argument(
+        "--summarize", action="store_true", help="only rewrite the outputs from finished runs"
+    )
     parser.add_argument("--run-one", nargs=2, metavar=("CONFIG", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    settings = dict(
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        threads=args.threads,
-        runs_dir=args.runs_dir,
-    )
     if args.run_one:
-        config = args.run_one[0]
-        steps = args.steps or STEPS[CONFIGS[config][0]]
-        train_one(config, int(args.run_one[1]), steps=steps, **settings)
+        train_one(
+            args.run_one[0], int(args.run_one[1]), threads=args.threads, runs_dir=args.runs_dir
+        )
         return 0
 
-    configs = [c for c, spec in CONFIGS.items() if spec[0] in args.experiments]
-    # seed-major order: every config gets its first seed before any gets its third
-    queue = [(c, s) for s in args.seeds for c in configs]
+    configs = all_configs()
+    unknown = sorted(set(args.configs or []) - set(configs))
+    if unknown:
+        parser.error(f"unknown configs {unknown}; known: {sorted(configs)}")
+    meta = {
+        "command": "python benchmarks/accuracy_benchmark.py",
+        "date": datetime.date.today().isoformat(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python "
+        f"{platform.python_version()}",
+        "jobs": args.jobs,
+        "threads": args.threads,
+        "evidence_seeds": EVIDENCE_SEEDS,
+        "study_budget": dataclasses.asdict(STUDY_BUDGET),
+    }
+    if args.summarize:
+        print(markdown(write_outputs(configs, args.runs_dir, args.out, meta), meta))
+        return 0
+
+    queue = []
+    for experiment in args.experiments:
+        names = [
+            n
+            for n, c in configs.items()
+            if c.experiment == experiment and (not args.configs or n in args.configs)
+        ]
+        seeds = args.seeds or DEFAULT_SEEDS.get(experiment, EVIDENCE_SEEDS)
+        # seed-major order: every config gets its first seed before any gets its second
+        queue += [(n, s) for s in seeds for n in names]
+    unique = {}
+    for name, seed in queue:  # configs that train the same thing run once
+        unique.setdefault(run_id(configs[name], seed), (name, seed))
+    queue = list(unique.values())
     os.makedirs(args.runs_dir, exist_ok=True)
 
-    def result_path(config, seed):
-        return os.path.join(args.runs_dir, run_id(config, seed), "result.json")
-
     def launch(item):
-        config, seed = item
-        if os.path.exists(result_path(config, seed)):
+        name, seed = item
+        directory = os.path.join(args.runs_dir, run_id(configs[name], seed))
+        if os.path.exists(os.path.join(directory, "result.json")):
             return
-        log = os.path.join(args.runs_dir, run_id(config, seed) + ".log")
+        os.makedirs(directory, exist_ok=True)
         command = [
             sys.executable,
             os.path.abspath(__file__),
             "--run-one",
-            config,
+            name,
             str(seed),
-            *(["--steps", str(args.steps)] if args.steps else []),
-            "--batch-size",
-            str(args.batch_size),
-            "--learning-rate",
-            str(args.learning_rate),
             "--threads",
             str(args.threads),
             "--runs-dir",
             args.runs_dir,
         ]
         started = time.perf_counter()
-        with open(log, "w") as f:
-            code = subprocess.call(command, stdout=f, stderr=subprocess.STDOUT)
-        status = "done" if code == 0 else f"FAILED ({code}, see {log})"
-        print(
-            f"{config} seed {seed}: {status} in {time.perf_counter() - started:.0f} s", flush=True
-        )
+        log = os.path.join(directory, "log.txt")
+        with open(log, "a") as f:
+            code = subprocess.call(
+                command,
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+            )
+        minutes = (time.perf_counter() - started) / 60
+        if code != 0:
+            print(f"{name} seed {seed}: FAILED ({code}, see {log})", flush=True)
+            return
+        with open(os.path.join(directory, "result.json")) as f:
+            accuracy = json.load(f)["test_accuracy"]
+        print(f"{name} seed {seed}: {100 * accuracy:.2f}% in {minutes:.1f} min", flush=True)
+        with _GIT_LOCK:
+            write_outputs(configs, args.runs_dir, args.out, meta)
+        if args.commit:
+            commit_results(
+                args.out,
+                f"accuracy evidence: {name} seed {seed} finished, {100 * accuracy:.2f}% "
+                f"in {minutes:.0f} min",
+            )
 
     with ThreadPoolExecutor(args.jobs) as pool:
         list(pool.map(launch, queue))
-
-    results = [
-        json.load(open(result_path(c, s)))
-        for c in CONFIGS
-        for s in args.seeds
-        if os.path.exists(result_path(c, s))
-    ]
-    rows = summarize(results)
-    meta = {
-        "command": "python benchmarks/accuracy_benchmark.py " + " ".join(argv or sys.argv[1:]),
-        "date": datetime.date.today().isoformat(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}",
-        "steps": args.steps or STEPS,
-        "batch_size": args.batch_size,
-        "learning_rate": args.learning_rate,
-        "jobs": args.jobs,
-        "threads": args.threads,
-    }
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "accuracy.json"), "w") as f:
-        json.dump({"meta": meta, "rows": rows, "runs": results}, f, indent=1)
-    with open(os.path.join(args.out, "accuracy.md"), "w") as f:
-        f.write(markdown(rows, meta))
-    plot_curves(results, os.path.join(args.out, "training_curves.png"))
-    print(markdown(rows, meta))
+    print(markdown(write_outputs(configs, args.runs_dir, args.out, meta), meta))
     return 0
 
 

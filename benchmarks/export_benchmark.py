@@ -10,7 +10,9 @@ For each model at 224x224x3 / 1000 classes (override with --input-shape / --num-
 - latency with LCE's interpreter on this host, 1 and 2 threads (x86: reference kernels,
   not ARM speed, see docs/raspberry-pi.md), the models timed in turns, run after run;
 - DySign overhead: minimum latency of each Dy model over its static-threshold baseline's
-  (the model of the same family whose name does not start with "Dy").
+  (the model of the same family whose name does not start with "Dy"), and its file size
+  over the baseline's; the float32 weights of its hyper functions next to the bytes of its
+  binary weights.
 
 Weights are random; zero-initialized parameters (biases, thresholds, DySign's second
 hyper-function layer) get small random values as training would give them, so the converter
@@ -43,7 +45,7 @@ import larq as lq
 import numpy as np
 import tensorflow as tf
 
-from larq_dysign import zoo
+from larq_dysign import DyPReLU, DySign, zoo
 from larq_compute_engine.tflite.python.interpreter import Interpreter
 
 from larq_dysign.export import binary_layers, inspect_tflite, to_tflite
@@ -85,10 +87,20 @@ def measure(name: str, *, input_shape, num_classes: int, floats: bool):
     binary = sum(layer.weights for layer in layers)
     profiles = lq.models.ModelProfile(model).layer_profiles
 
+    hyper = [
+        w
+        for layer in model.layers
+        for quantizer in (layer, getattr(layer, "input_quantizer", None))
+        if isinstance(quantizer, (DySign, DyPReLU))
+        for w in quantizer.weights
+        if "hyper_" in w.name
+    ]
     row = {
         "model": name,
         "family": model_family(zoo_name),
         "parameters": int(model.count_params()),
+        # the DySign / DyPReLU hyper functions' weights, all float32 in the file
+        "hyper_function_floats": int(sum(np.prod(w.shape) for w in hyper)),
         "binary_weights": binary,
         # larq's profile: 1-bit and 32-bit multiply-accumulates (no attention products)
         "binary_macs": int(sum(p.op_count("mac", 1) or 0 for p in profiles)),
@@ -164,6 +176,7 @@ def add_overheads(rows: list[dict]) -> None:
             continue
         base = by_name[baselines[0]["model"]]
         row["baseline"] = base["model"]
+        row["size_over_baseline"] = round(row["tflite_bytes"] / base["tflite_bytes"], 3)
         row["dysign_overhead"] = {
             f"{t}t": round(row[f"latency_{t}t_ms"]["min"] / base[f"latency_{t}t_ms"]["min"], 3)
             for t in (1, 2)

@@ -1,14 +1,18 @@
-"""Training throughput, Dy vs baseline side by side: images per second of `train_on_batch`.
+"""Training cost, Dy vs baseline side by side: seconds per `train_on_batch` update.
 
 Every model is built and compiled first, then timed in turns, round after round, so the
-Dy model and its baseline see the same machine load. Configurations: those of the accuracy
-benchmark (reduced widths, 28x28x1 Fashion-MNIST images) and the full-width ResNet-18 pair
-with the papers' ImageNet stem (the demo's network), with and without XLA
-(`jit_compile`), since TensorFlow's CPU kernel for the input gradient of convs on 1x1 maps
-dominates that network's step without it.
+Dy model and its baseline see the same machine load. Configurations: each family's
+`small-input` preset (the accuracy benchmark's evidence; 28x28x1 Fashion-MNIST images, the
+preset's batch and XLA setting), and the hyper-function study's variants on the ResNet-18
+preset network.
+
+The process runs TensorFlow on 1 thread and the ratios come from CPU time
+(`time.process_time`): on a machine shared with other jobs, wall time measures the other
+jobs as much as the model, while the CPU time a single-threaded step consumes does not
+depend on how long it waited for a core. Wall-clock images per second are reported too.
 
 Run:
-    .venv/bin/python benchmarks/throughput_benchmark.py [--rounds 3 --steps 3 --batch-size 128]
+    .venv/bin/python benchmarks/throughput_benchmark.py [--rounds 5 --steps 3]
 
 Writes `throughput.json` and `throughput.md` to benchmarks/results/ (--out).
 """
@@ -32,103 +36,122 @@ import tensorflow as tf
 from larq_dysign import zoo
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from accuracy_benchmark import CONFIGS  # noqa: E402
+from accuracy_benchmark import STUDY, _preset_configs  # noqa: E402
 
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-FULL_RESNET = {"stem": "imagenet"}
 
-#: (row name, zoo model, constructor arguments, XLA, baseline row)
-ROWS = [
-    (f"{name} (reduced)", model, kwargs, False, baseline and f"{baseline} (reduced)")
-    for name, (_, model, kwargs, baseline) in CONFIGS.items()
-] + [
-    ("ReActNet18 full width", "ReActNet18", FULL_RESNET, False, None),
-    ("DyResNet18 full width", "DyResNet18", FULL_RESNET, False, "ReActNet18 full width"),
-    ("ReActNet18 full width, XLA", "ReActNet18", FULL_RESNET, True, None),
-    ("DyResNet18 full width, XLA", "DyResNet18", FULL_RESNET, True, "ReActNet18 full width, XLA"),
-]
+
+def rows_to_time() -> list[dict]:
+    """(row name, zoo model, constructor arguments, batch, XLA, baseline row) per row."""
+    rows = []
+    for name, config in _preset_configs().items():
+        rows.append(
+            {
+                "name": f"{name} (small-input preset)",
+                "model": config.model,
+                "kwargs": config.kwargs,
+                "batch_size": config.budget.batch_size,
+                "jit_compile": config.budget.jit_compile,
+                "baseline": config.baseline and f"{config.baseline} (small-input preset)",
+                "group": "preset",
+            }
+        )
+    for name, config in STUDY.items():
+        rows.append(
+            {
+                "name": name,
+                "model": config.model,
+                "kwargs": config.kwargs,
+                "batch_size": config.budget.batch_size,
+                "jit_compile": config.budget.jit_compile,
+                "baseline": config.baseline,
+                "group": "study",
+            }
+        )
+    return rows
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=3, help="timed updates per round")
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--groups", nargs="+", default=["preset", "study"])
     parser.add_argument("--out", default=DEFAULT_OUT)
     args = parser.parse_args(argv)
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
 
+    rows = [row for row in rows_to_time() if row["group"] in args.groups]
     rng = np.random.default_rng(0)
-    x = rng.uniform(-1, 1, (args.batch_size, 28, 28, 1)).astype("float32")
-    y = rng.integers(0, 10, args.batch_size)
-    models, compile_seconds = {}, {}
-    for name, model_name, kwargs, jit, _ in ROWS:
-        model = zoo.get_model(model_name, input_shape=(28, 28, 1), num_classes=10, **kwargs)
-        model.compile("adam", "sparse_categorical_crossentropy", jit_compile=jit)
+    models = {}
+    for row in rows:
+        batch = row["batch_size"]
+        x = rng.uniform(-1, 1, (batch, 28, 28, 1)).astype("float32")
+        y = rng.integers(0, 10, batch)
+        model = zoo.get_model(
+            row["model"], input_shape=(28, 28, 1), num_classes=10, **row["kwargs"]
+        )
+        model.compile("adam", "sparse_categorical_crossentropy", jit_compile=row["jit_compile"])
         start = time.perf_counter()
         model.train_on_batch(x, y)  # tracing (and XLA compilation)
-        compile_seconds[name] = time.perf_counter() - start
+        row["first_step_seconds"] = time.perf_counter() - start
         model.train_on_batch(x, y)
-        models[name] = model
-        print(f"built {name}: first step {compile_seconds[name]:.1f} s", flush=True)
+        row["parameters"] = int(model.count_params())
+        models[row["name"]] = (model, x, y)
+        print(f"built {row['name']}: first step {row['first_step_seconds']:.1f} s", flush=True)
 
-    seconds = {name: [] for name in models}
+    cpu = {name: [] for name in models}
+    wall = {name: [] for name in models}
     for round_ in range(args.rounds):
-        for name, model in models.items():
-            start = time.perf_counter()
+        for name, (model, x, y) in models.items():
+            start, cpu_start = time.perf_counter(), time.process_time()
             for _ in range(args.steps):
                 model.train_on_batch(x, y)
-            seconds[name].append((time.perf_counter() - start) / args.steps)
+            cpu[name].append((time.process_time() - cpu_start) / args.steps)
+            wall[name].append((time.perf_counter() - start) / args.steps)
         print(f"round {round_ + 1}/{args.rounds} done", flush=True)
 
-    rows = []
-    for name, model_name, kwargs, jit, baseline in ROWS:
-        step = statistics.median(seconds[name])
-        rows.append(
-            {
-                "name": name,
-                "model": model_name,
-                "kwargs": kwargs,
-                "jit_compile": jit,
-                "baseline": baseline,
-                "parameters": int(models[name].count_params()),
-                "seconds_per_step": step,
-                "images_per_second": args.batch_size / step,
-                "first_step_seconds": compile_seconds[name],
-            }
-        )
     by_name = {row["name"]: row for row in rows}
     for row in rows:
-        if row["baseline"]:
+        row["cpu_seconds_per_step"] = statistics.median(cpu[row["name"]])
+        row["cpu_seconds_per_step_all"] = cpu[row["name"]]
+        row["wall_seconds_per_step"] = statistics.median(wall[row["name"]])
+        row["images_per_cpu_second"] = row["batch_size"] / row["cpu_seconds_per_step"]
+        row["images_per_second"] = row["batch_size"] / row["wall_seconds_per_step"]
+    for row in rows:
+        base = by_name.get(row["baseline"]) if row["baseline"] else None
+        if base is not None:
             row["dy_over_baseline_time"] = (
-                row["seconds_per_step"] / by_name[row["baseline"]]["seconds_per_step"]
+                row["cpu_seconds_per_step"] / base["cpu_seconds_per_step"]
             )
     meta = {
         "command": "python benchmarks/throughput_benchmark.py " + " ".join(argv or sys.argv[1:]),
         "date": datetime.date.today().isoformat(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, TF {tf.__version__}",
-        "batch_size": args.batch_size,
         "rounds": args.rounds,
         "steps": args.steps,
-        "threads": "TensorFlow default (all cores)",
+        "threads": 1,
+        "load_average": os.getloadavg()[0],
     }
     lines = [
-        "# Training throughput on Fashion-MNIST-sized inputs (28x28x1)",
+        "# Training cost on Fashion-MNIST-sized inputs (28x28x1)",
         "",
-        f"Generated by `{meta['command']}` on {meta['date']} ({meta['machine']}); batch "
-        f"{args.batch_size}, median of {args.rounds} rounds of {args.steps} updates, models "
-        "timed in turns.",
+        f"Generated by `{meta['command'].strip()}` on {meta['date']} ({meta['machine']}); "
+        f"1 TensorFlow thread, median of {args.rounds} rounds of {args.steps} updates, models "
+        "timed in turns; ratios from CPU seconds per update.",
         "",
-        "| model | config | XLA | params | s / update | images / s | Dy / baseline time "
-        "| first step (s) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| model | arguments | batch | XLA | params | CPU s / update | images / CPU s | "
+        "images / s (wall) | Dy / baseline (CPU) |",
+        "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in rows:
-        config = ", ".join(f"{k}={v}" for k, v in row["kwargs"].items())
+        arguments = ", ".join(f"{k}={v}" for k, v in row["kwargs"].items())
         ratio = f"{row['dy_over_baseline_time']:.2f}" if "dy_over_baseline_time" in row else ""
         lines.append(
-            f"| {row['name']} | {config} | {'yes' if row['jit_compile'] else 'no'} | "
-            f"{row['parameters']:,} | {row['seconds_per_step']:.3f} | "
-            f"{row['images_per_second']:.0f} | {ratio} | {row['first_step_seconds']:.1f} |"
+            f"| {row['name']} | {arguments} | {row['batch_size']} | "
+            f"{'yes' if row['jit_compile'] else 'no'} | {row['parameters']:,} | "
+            f"{row['cpu_seconds_per_step']:.3f} | {row['images_per_cpu_second']:.0f} | "
+            f"{row['images_per_second']:.0f} | {ratio} |"
         )
     text = "\n".join(lines) + "\n"
     os.makedirs(args.out, exist_ok=True)

@@ -6,10 +6,28 @@ from __future__ import annotations
 import numbers
 
 
-def check_positive_int(argument: str, value) -> None:
-    """Raise unless `value` is an int >= 1 (NumPy integers count; bools do not)."""
+def check_positive_int(argument: str, value, *, allow_none: bool = False) -> None:
+    """Raise unless `value` is an int >= 1 (NumPy integers count; bools do not), or None
+    with `allow_none`."""
+    if allow_none and value is None:
+        return
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"Expected {argument} to be a positive integer, but got {value!r}.")
+        raise ValueError(
+            f"Expected {argument} to be a positive integer{' or None' if allow_none else ''}, "
+            f"but got {value!r}."
+        )
+
+
+def check_positive_number(argument: str, value, *, allow_none: bool = False) -> None:
+    """Raise unless `value` is a real number > 0 (bools do not count), or None with
+    `allow_none`."""
+    if allow_none and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+        raise ValueError(
+            f"Expected {argument} to be a positive number{' or None' if allow_none else ''}, "
+            f"but got {value!r}."
+        )
 
 
 def check_choice(argument: str, value, allowed) -> None:

@@ -7,6 +7,7 @@ own weights and call them, as larq's quantizers do.
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import larq as lq
@@ -14,6 +15,7 @@ import tensorflow as tf
 
 from .checks import check_choice as _check_choice
 from .checks import check_positive_int as _check_positive_int
+from .checks import check_positive_number as _check_positive_number
 
 __all__ = [
     "BinaryDense",
@@ -23,8 +25,10 @@ __all__ = [
     "RPReLU",
     "RSign",
     "ScaledDotProductAttention",
+    "channel_moments",
     "channel_statistics",
     "dynamic_sign",
+    "effective_groups",
     "scaled_dot_product_attention",
 ]
 
@@ -79,11 +83,17 @@ def channel_statistics(x: tf.Tensor, statistics: str = "mean") -> tf.Tensor:
     """
     _check_choice("statistics", statistics, STATISTICS)
     x = tf.convert_to_tensor(x)
-    axes = list(range(1, x.shape.rank - 1))
     if statistics == "mean":
-        return tf.reduce_mean(x, axis=axes)
-    mean, variance = tf.nn.moments(x, axes=axes)
-    return tf.concat([mean, tf.sqrt(variance + _STD_EPSILON)], axis=-1)
+        return tf.reduce_mean(x, axis=list(range(1, x.shape.rank - 1)))
+    return tf.concat(channel_moments(x), axis=-1)
+
+
+def channel_moments(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Per-sample channel means and standard deviations `sqrt(var + 1e-5)`, each `(B, C)`,
+    over every axis but the batch and the channel one (as `channel_statistics`)."""
+    x = tf.convert_to_tensor(x)
+    mean, variance = tf.nn.moments(x, axes=list(range(1, x.shape.rank - 1)))
+    return mean, tf.sqrt(variance + _STD_EPSILON)
 
 
 def dynamic_sign(x: tf.Tensor, threshold: tf.Tensor, estimator: str = "approx_sign") -> tf.Tensor:
@@ -113,23 +123,65 @@ def _expand_to_rank(values: tf.Tensor, rank: int) -> tf.Tensor:
     return tf.reshape(values, [-1] + [1] * (rank - 2) + [values.shape[-1]])
 
 
+def _check_hyper_function_options(
+    *, reduction, min_hidden_units, statistics, groups, bound, learning_rate_multiplier
+) -> None:
+    _check_positive_int("reduction", reduction)
+    _check_positive_int("min_hidden_units", min_hidden_units)
+    _check_choice("statistics", statistics, STATISTICS)
+    _check_positive_int("groups", groups, allow_none=True)
+    _check_positive_number("bound", bound, allow_none=True)
+    _check_positive_number("learning_rate_multiplier", learning_rate_multiplier)
+
+
+def effective_groups(channels: int, groups: int | None) -> int:
+    """How many dynamic values a layer with `channels` channels and `groups` emits per
+    sample (and per output kind): `channels` for None, else `gcd(groups, channels)`, the
+    largest count up to `groups` that splits the channels into equal consecutive groups
+    (`min(groups, channels)` for the zoo's widths, multiples of 8 and powers of 2 times 8)."""
+    return channels if groups is None else math.gcd(groups, channels)
+
+
+def _expand_groups(values: tf.Tensor, channels: int) -> tf.Tensor:
+    """(B, G) -> (B, C): each group's value repeated over its C / G consecutive channels."""
+    groups = values.shape[-1]
+    if groups in (1, channels):
+        return values  # (B, 1) broadcasts; (B, C) is already per channel
+    return tf.repeat(values, channels // groups, axis=-1)
+
+
 class _HyperFunction:
     """Mixin: the DY-ReLU "hyper function" statistics -> FC -> ReLU -> FC, owned by a layer.
 
-    The weights are created with the owning layer's `add_weight`, so they save, load and
-    train as that layer's own (`hyper_kernel_1`, `hyper_bias_1`, `hyper_kernel_2`,
-    `hyper_bias_2`). The second FC starts at zero: a fresh layer outputs exactly its static
-    part.
+    ```
+    s = stat(x)                                   # (B, C), or (B, 2C) for "mean_std"
+    z = W2 . relu(W1 . s + b1) + b2               # (B, G): one value per group of channels
+    offset = z                                    # bound=None
+    offset = bound * std_c(x) * (2 sigmoid(z) - 1)   # bound given: |offset| < bound * std
+    ```
+    `W1: C -> max(C // reduction, min_hidden_units)`. The weights are created with the
+    owning layer's `add_weight`, so they save, load and train as that layer's own
+    (`hyper_kernel_1`, `hyper_bias_1`, `hyper_kernel_2`, `hyper_bias_2`); with a
+    `learning_rate_multiplier` m they are stored divided by m and used times m, which
+    multiplies their learning rate by m under Adam (invariant to gradient scale, so a
+    gradient multiplier would do nothing). The second FC starts at zero, and
+    `2 sigmoid(0) - 1 = 0`: a fresh layer outputs exactly its static part.
     """
 
     def _hidden_units(self, channels: int) -> int:
-        return max(channels // self.reduction, MIN_HIDDEN_UNITS)
+        return max(channels // self.reduction, self.min_hidden_units)
 
     def _build_hyper_function(self, channels: int, outputs: int) -> None:
         inputs = channels * (2 if self.statistics == "mean_std" else 1)
         hidden = self._hidden_units(channels)
+        m = float(self.learning_rate_multiplier)
         self.hyper_kernel_1 = self.add_weight(
-            name="hyper_kernel_1", shape=(inputs, hidden), initializer="he_normal"
+            name="hyper_kernel_1",
+            shape=(inputs, hidden),
+            # he_normal for the used kernel m * stored: the stored one has 1/m its std
+            initializer=tf.keras.initializers.VarianceScaling(
+                2.0 / m**2, mode="fan_in", distribution="truncated_normal"
+            ),
         )
         self.hyper_bias_1 = self.add_weight(
             name="hyper_bias_1", shape=(hidden,), initializer="zeros"
@@ -141,11 +193,55 @@ class _HyperFunction:
             name="hyper_bias_2", shape=(outputs,), initializer="zeros"
         )
 
-    def _hyper_function(self, inputs: tf.Tensor) -> tf.Tensor:
-        """(B, ..., C) -> (B, outputs): the dynamic part, before adding the static bias."""
-        stats = channel_statistics(inputs, self.statistics)
-        hidden = tf.nn.relu(tf.matmul(stats, self.hyper_kernel_1) + self.hyper_bias_1)
-        return tf.matmul(hidden, self.hyper_kernel_2) + self.hyper_bias_2
+    def _hyper_options(self) -> dict:
+        return {
+            "reduction": self.reduction,
+            "min_hidden_units": self.min_hidden_units,
+            "statistics": self.statistics,
+            "groups": self.groups,
+            "bound": self.bound,
+            "learning_rate_multiplier": self.learning_rate_multiplier,
+        }
+
+    def _set_hyper_options(
+        self, *, reduction, min_hidden_units, statistics, groups, bound, learning_rate_multiplier
+    ) -> None:
+        _check_hyper_function_options(
+            reduction=reduction,
+            min_hidden_units=min_hidden_units,
+            statistics=statistics,
+            groups=groups,
+            bound=bound,
+            learning_rate_multiplier=learning_rate_multiplier,
+        )
+        self.reduction = reduction
+        self.min_hidden_units = min_hidden_units
+        self.statistics = statistics
+        self.groups = groups
+        self.bound = None if bound is None else float(bound)
+        self.learning_rate_multiplier = float(learning_rate_multiplier)
+
+    def _hyper_function(self, inputs: tf.Tensor, kinds: int = 1) -> list[tf.Tensor]:
+        """(B, ..., C) -> `kinds` dynamic offsets, each (B, C), or (B, 1) when the layer
+        emits one value per sample and no bound scales it per channel."""
+        channels = inputs.shape[-1]
+        if self.statistics == "mean" and self.bound is None:
+            stats, spread = channel_statistics(inputs, "mean"), None
+        else:
+            mean, spread = channel_moments(inputs)
+            stats = tf.concat([mean, spread], axis=-1) if self.statistics == "mean_std" else mean
+        m = self.learning_rate_multiplier
+        hidden = tf.nn.relu(tf.matmul(stats, m * self.hyper_kernel_1) + m * self.hyper_bias_1)
+        z = tf.matmul(hidden, m * self.hyper_kernel_2) + m * self.hyper_bias_2
+        if self.bound is not None:
+            z = 2.0 * tf.sigmoid(z) - 1.0
+            # the spread only sets the scale; no gradient into the input through it
+            scale = self.bound * tf.stop_gradient(spread)
+        offsets = []
+        for part in tf.split(z, kinds, axis=-1) if kinds > 1 else [z]:
+            part = _expand_groups(part, channels)
+            offsets.append(part if self.bound is None else scale * part)
+        return offsets
 
 
 @lq.utils.register_alias("rsign")
@@ -196,12 +292,22 @@ class DySign(_HyperFunction, lq.quantizers.Quantizer):
 
     ```
     s      = mean of x over H, W (or tokens)            # (B, C); "mean_std" appends the stds
-    tau(x) = b + W2 . relu(W1 . s + b1) + b2             # (B, C), or (B, 1) for "layer"
-    DySign(x) = sign(x - tau(x))                         # in {-1, +1}, sign(0) = +1
+    z      = W2 . relu(W1 . s + b1) + b2                # (B, G), G = groups (default C)
+    d      = z                                          # bound=None
+    d      = bound * std_c(x) * (2 sigmoid(z) - 1)      # bound=lambda, Dynamic ReLU's form
+    tau(x) = b + d, d of a group for each of its channels   # (B, C), or (B, 1) for "layer"
+    DySign(x) = sign(x - tau(x))                        # in {-1, +1}, sign(0) = +1
     ```
-    `b` is RSign's static threshold; `W1: C -> max(C // reduction, 8)`; `W2`, `b2` start at
-    zero, so a fresh DySign equals an RSign with the same `b`. Gradients reach `x`, `b` and
-    the hyper function (`d/d tau = -d/dx` of the sign estimator).
+    `b` is RSign's static per-channel threshold; `W1: C -> max(C // reduction,
+    min_hidden_units)`; `W2`, `b2` start at zero (and `2 sigmoid(0) - 1 = 0`), so a fresh
+    DySign equals an RSign with the same `b`. `std_c(x)` is each sample's standard
+    deviation of channel c over H, W (no gradient flows through it): a bounded threshold
+    moves at most `bound` of its channel's spread. Gradients reach `x`, `b` and the hyper
+    function (`d/d tau = -d/dx` of the sign estimator).
+
+    Size: the hyper function has `C h + h + h G + G` floats (`h` its hidden width, `2G`
+    outputs for DyPReLU), so `groups` and a small hidden width keep it small next to the
+    `C x C_out x k x k / 8` bytes of the binary conv it serves.
 
     Use it as the `input_quantizer` of a `QuantConv2D` / `BinaryDense`, or as a layer right
     before a `QuantConv2D` whose `input_quantizer` passes +-1 values and their gradient
@@ -217,15 +323,25 @@ class DySign(_HyperFunction, lq.quantizers.Quantizer):
             input_quantizer=lq.quantizers.NoOp(precision=1),
             kernel_quantizer="magnitude_aware_sign", kernel_constraint="weight_clip",
         )(x)
+        x = DySign(groups=16, min_hidden_units=4, bound=1.0)(feature_map)   # smaller
         ```
 
     Args:
         reduction: ratio `r` of the hyper function's bottleneck, hidden width
-            `max(C // r, 8)`. Default 16.
+            `max(C // r, min_hidden_units)`. Default 16.
+        min_hidden_units: the smallest hidden width. Default 8.
         granularity: `"channel"` (one threshold per sample and channel, default) or
-            `"layer"` (one threshold per sample; `b` is then a scalar too).
+            `"layer"` (one dynamic value per sample; `b` is then a scalar too).
         statistics: `"mean"` (default) or `"mean_std"` (means and standard deviations).
         estimator: surrogate gradient of sign, `"approx_sign"` (default) or `"ste"`.
+        groups: None (default: one dynamic value per channel) or `G`: one per group of
+            `C / gcd(G, C)` consecutive channels (`effective_groups`); `b` stays per
+            channel. Only with `granularity="channel"`.
+        bound: None (default: the dynamic part is `z`, unbounded) or `lambda > 0`: it is
+            `lambda * std_c(x) * (2 sigmoid(z) - 1)`, within `lambda` channel stds.
+        learning_rate_multiplier: `m > 0`, default 1: the hyper function's weights are
+            stored divided by `m` and used times `m`, so Adam moves them `m` times faster
+            (the static threshold `b` is not affected).
         **kwargs: Keras layer arguments (`name`, `dtype`, ...).
 
     Raises:
@@ -234,7 +350,7 @@ class DySign(_HyperFunction, lq.quantizers.Quantizer):
     References:
         - DySign: https://arxiv.org/abs/2211.02292
         - DyBNN: https://arxiv.org/abs/2110.05185
-        - Dynamic ReLU (hyper function): https://arxiv.org/abs/2003.10027
+        - Dynamic ReLU (hyper function, bounded output): https://arxiv.org/abs/2003.10027
         - ReActNet (RSign): https://arxiv.org/abs/2003.03488
     """
 
@@ -246,28 +362,44 @@ class DySign(_HyperFunction, lq.quantizers.Quantizer):
         granularity: str = "channel",
         statistics: str = "mean",
         estimator: str = "approx_sign",
+        min_hidden_units: int = MIN_HIDDEN_UNITS,
+        groups: int | None = None,
+        bound: float | None = None,
+        learning_rate_multiplier: float = 1.0,
         **kwargs,
     ):
-        _check_positive_int("reduction", reduction)
         _check_choice("granularity", granularity, GRANULARITIES)
-        _check_choice("statistics", statistics, STATISTICS)
         _check_choice("estimator", estimator, ESTIMATORS)
-        self.reduction = reduction
+        self._set_hyper_options(
+            reduction=reduction,
+            min_hidden_units=min_hidden_units,
+            statistics=statistics,
+            groups=groups,
+            bound=bound,
+            learning_rate_multiplier=learning_rate_multiplier,
+        )
+        if granularity == "layer" and groups is not None:
+            raise ValueError(
+                f"Expected groups=None with granularity='layer' (one dynamic value per "
+                f"sample already), but got groups={groups!r}."
+            )
         self.granularity = granularity
-        self.statistics = statistics
         self.estimator = estimator
         super().__init__(**kwargs)
 
     def build(self, input_shape):
         channels = _check_input_rank(self, input_shape)
-        outputs = channels if self.granularity == "channel" else 1
-        self.threshold = self.add_weight(name="threshold", shape=(outputs,), initializer="zeros")
+        static = channels if self.granularity == "channel" else 1
+        outputs = effective_groups(channels, self.groups) if self.granularity == "channel" else 1
+        self.threshold = self.add_weight(name="threshold", shape=(static,), initializer="zeros")
         self._build_hyper_function(channels, outputs)
         super().build(input_shape)
 
     def thresholds(self, inputs: tf.Tensor) -> tf.Tensor:
-        """The per-sample thresholds `tau(x)`, shape `(B, C)` (or `(B, 1)` for "layer")."""
-        return self.threshold + self._hyper_function(tf.convert_to_tensor(inputs))
+        """The per-sample thresholds `tau(x)`, shape `(B, C)` (or `(B, 1)` for "layer"
+        without a bound)."""
+        (dynamic,) = self._hyper_function(tf.convert_to_tensor(inputs))
+        return self.threshold + dynamic
 
     def call(self, inputs):
         inputs = _check_float(self, inputs)
@@ -277,9 +409,8 @@ class DySign(_HyperFunction, lq.quantizers.Quantizer):
     def get_config(self):
         return {
             **super().get_config(),
-            "reduction": self.reduction,
+            **self._hyper_options(),
             "granularity": self.granularity,
-            "statistics": self.statistics,
             "estimator": self.estimator,
         }
 
@@ -346,12 +477,15 @@ class DyPReLU(_HyperFunction, RPReLU):
     r"""DyPReLU: RPReLU whose two shifts are produced per sample by a hyper function.
 
     ```
-    [g, z] = W2 . relu(W1 . mean_hw(x) + b1) + b2      # (B, 2C), one hyper function
-    y = PReLU_c(x - (gamma + g)) + (zeta + z)
+    [z_g, z_z] = W2 . relu(W1 . mean_hw(x) + b1) + b2   # (B, 2G), one hyper function
+    g, z = z_g, z_z                                     # bound=None
+    g, z = bound * std_c(x) * (2 sigmoid(z_.) - 1)      # bound=lambda
+    y = PReLU_c(x - (gamma + g)) + (zeta + z)           # g, z of a group for its channels
     ```
     `gamma`, `zeta` and the PReLU slope (0.25) are RPReLU's static weights; `W2`, `b2` start
     at zero, so a fresh DyPReLU equals RPReLU. One hyper function emits both shifts (as
-    Dynamic ReLU emits all its coefficients from one), which halves its first FC.
+    Dynamic ReLU emits all its coefficients from one), which halves its first FC. The
+    hyper-function options are DySign's (see there).
 
     Example:
         ```python
@@ -359,9 +493,17 @@ class DyPReLU(_HyperFunction, RPReLU):
         ```
 
     Args:
-        reduction: bottleneck ratio of the hyper function, hidden width `max(C // r, 8)`.
+        reduction: bottleneck ratio of the hyper function, hidden width
+            `max(C // r, min_hidden_units)`.
         statistics: `"mean"` (default) or `"mean_std"`.
         slope_initializer: initial negative slope, 0.25.
+        min_hidden_units: the smallest hidden width. Default 8.
+        groups: None (one pair of shifts per channel) or `G`: one pair per group of
+            `C / gcd(G, C)` consecutive channels.
+        bound: None (unbounded shifts) or `lambda > 0`: each shift within `lambda`
+            channel stds, `lambda * std_c(x) * (2 sigmoid(.) - 1)`.
+        learning_rate_multiplier: `m`, default 1: hyper-function weights stored divided
+            by `m` and used times `m` (`m` times their learning rate under Adam).
         **kwargs: Keras layer arguments.
 
     References:
@@ -375,23 +517,30 @@ class DyPReLU(_HyperFunction, RPReLU):
         reduction: int = 16,
         statistics: str = "mean",
         slope_initializer: float = 0.25,
+        min_hidden_units: int = MIN_HIDDEN_UNITS,
+        groups: int | None = None,
+        bound: float | None = None,
+        learning_rate_multiplier: float = 1.0,
         **kwargs,
     ):
-        _check_positive_int("reduction", reduction)
-        _check_choice("statistics", statistics, STATISTICS)
-        self.reduction = reduction
-        self.statistics = statistics
+        self._set_hyper_options(
+            reduction=reduction,
+            min_hidden_units=min_hidden_units,
+            statistics=statistics,
+            groups=groups,
+            bound=bound,
+            learning_rate_multiplier=learning_rate_multiplier,
+        )
         super().__init__(slope_initializer=slope_initializer, **kwargs)
 
     def build(self, input_shape):
         channels = _check_input_rank(self, input_shape)
-        self._build_hyper_function(channels, 2 * channels)
+        self._build_hyper_function(channels, 2 * effective_groups(channels, self.groups))
         super().build(input_shape)
 
     def shifts(self, inputs: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """The per-sample shifts `(gamma(x), zeta(x))`, each of shape `(B, C)`."""
-        dynamic = self._hyper_function(tf.convert_to_tensor(inputs))
-        dynamic_in, dynamic_out = tf.split(dynamic, 2, axis=-1)
+        dynamic_in, dynamic_out = self._hyper_function(tf.convert_to_tensor(inputs), kinds=2)
         return self.shift_in + dynamic_in, self.shift_out + dynamic_out
 
     def call(self, inputs):
@@ -403,7 +552,7 @@ class DyPReLU(_HyperFunction, RPReLU):
         )
 
     def get_config(self):
-        return {**super().get_config(), "reduction": self.reduction, "statistics": self.statistics}
+        return {**super().get_config(), **self._hyper_options()}
 
 
 _FIXED_CONV_ARGUMENTS = (

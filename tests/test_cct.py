@@ -20,8 +20,9 @@ from larq_dysign.zoo.cct import VARIANTS
 # one xdist group: the tests share module fixtures another worker would build again
 pytestmark = pytest.mark.xdist_group("test_cct")
 
-# The CCT paper's parameter counts (Table 1 / 2): CCT-14/7x2 on ImageNet, CCT-7/3x1 on CIFAR.
-PAPER_PARAMS = {"14/7x2": 22.4e6, "7/3x1": 3.76e6}
+# The CCT paper's parameter counts (Table 1 / 2): CCT-14/7x2 on ImageNet, CCT-7/3x1 and
+# CCT-7/3x2 on CIFAR.
+PAPER_PARAMS = {"14/7x2": 22.4e6, "7/3x1": 3.76e6, "7/3x2": 3.85e6}
 
 
 def _fp_cct_params(variant, *, tokens, num_classes, in_channels=3, num_layers=None):
@@ -98,6 +99,19 @@ def test_7_3x1_at_32x32_has_the_papers_size():
     assert model.count_params() == pytest.approx(PAPER_PARAMS["7/3x1"], rel=0.03)
 
 
+def test_7_3x2_has_the_papers_size_and_49_tokens_on_28x28():
+    model = zoo.BinaryCCT(input_shape=(32, 32, 3), num_classes=10, variant="7/3x2")
+    assert _encoder_layers(model) == 7
+    assert model.get_layer("tokens").output_shape == (None, 1, 64, 256)  # 32 -> 16 -> 8
+    fp = _fp_cct_params("7/3x2", tokens=64, num_classes=10)
+    assert fp == pytest.approx(PAPER_PARAMS["7/3x2"], rel=0.005)  # paper rounds to 0.01M
+    assert model.count_params() == fp + _binary_extras("7/3x2")
+    # on Fashion-MNIST: 28 -> 14 -> 7, a quarter of 7/3x1's 196 tokens
+    small = zoo.BinaryCCT(input_shape=(28, 28, 1), num_classes=10, variant="7/3x2", num_layers=1)
+    assert small.get_layer("tokens").output_shape == (None, 1, 49, 256)
+    assert [layer.name for layer in binary_layers(small)][0] == "tokenizer2_conv"
+
+
 def test_include_top_false_returns_the_seqpool_average_of_the_tokens():
     model = zoo.BinaryCCT(input_shape=(28, 28, 1), include_top=False, num_layers=1)
     assert model.get_layer("tokens").output_shape == (None, 1, 196, 256)  # 14x14 tokens
@@ -133,7 +147,11 @@ def test_attention_matches_a_numpy_reference():
 @pytest.mark.parametrize(
     "constructor, kwargs, message",
     [
-        ("BinaryCCT", {"variant": "7/3"}, r"variant to be one of '14/7x2', '7/3x1'.*got '7/3'"),
+        (
+            "BinaryCCT",
+            {"variant": "7/3"},
+            r"variant to be one of '14/7x2', '7/3x1', '7/3x2'.*got '7/3'",
+        ),
         ("BinaryCCT", {"num_layers": 0}, r"num_layers to be a positive integer.*got 0"),
         ("BinaryCCT", {"mlp_activation": "relu"}, r"'prelu', 'gelu'.*got 'relu'"),
         ("DyBinaryCCT", {"mlp_activation": "gelu"}, r"dyprelu=False.*got dyprelu=True"),

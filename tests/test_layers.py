@@ -6,7 +6,10 @@ import pytest
 import tensorflow as tf
 
 from larq_dysign import BinaryDense, DyPReLU, DySign, RPReLU, RSign
-from larq_dysign.layers import channel_statistics
+from larq_dysign.layers import channel_statistics, effective_groups
+
+#: Every new hyper-function option at a non-default value.
+OPTIONS = {"groups": 4, "bound": 1.0, "learning_rate_multiplier": 10.0, "min_hidden_units": 4}
 
 
 def _randomize_hyper_function(layer, scale=0.5, seed=0):
@@ -170,6 +173,178 @@ def test_gradient_reaches_hyper_function_through_noop_binary_conv():
     assert all(g is not None and float(tf.reduce_max(tf.abs(g))) > 0 for g in grads)
 
 
+# ---------------------------------------------------------------------------- options
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"groups": 4},
+        {"bound": 0.5},
+        {"learning_rate_multiplier": 10.0},
+        {"statistics": "mean_std", "min_hidden_units": 2},
+        {**OPTIONS, "statistics": "mean_std"},
+    ],
+)
+def test_fresh_layers_with_options_equal_their_static_versions(options):
+    rng = np.random.default_rng(10)
+    x = rng.normal(size=(3, 5, 5, 16)).astype("float32")
+    bias = rng.normal(0, 0.5, size=(16,)).astype("float32")
+    dysign, rsign = DySign(**options), RSign()
+    dysign.build(x.shape)
+    rsign.build(x.shape)
+    dysign.threshold.assign(bias)
+    rsign.threshold.assign(bias)
+    np.testing.assert_array_equal(dysign(x).numpy(), rsign(x).numpy())
+    dyprelu, rprelu = DyPReLU(**options), RPReLU()
+    dyprelu.build(x.shape)
+    rprelu.build(x.shape)
+    np.testing.assert_array_equal(dyprelu(x).numpy(), rprelu(x).numpy())
+
+
+def test_effective_groups_split_channels_equally():
+    assert effective_groups(128, None) == 128
+    assert effective_groups(128, 16) == 16
+    assert effective_groups(8, 16) == 8  # fewer channels than groups: one per channel
+    assert effective_groups(24, 16) == 8  # equal groups of 3 channels
+    assert effective_groups(1152, 16) == 16
+
+
+def test_groups_share_the_dynamic_part_but_keep_per_channel_static_thresholds():
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(3, 4, 4, 32)).astype("float32")
+    layer = DySign(groups=4, reduction=2)
+    layer.build(x.shape)
+    assert layer.hyper_kernel_2.shape == (16, 4) and layer.threshold.shape == (32,)
+    _randomize_hyper_function(layer)
+    bias = rng.normal(size=(32,)).astype("float32")
+    layer.threshold.assign(bias)
+    dynamic = layer.thresholds(x).numpy() - bias  # (3, 32)
+    grouped = dynamic.reshape(3, 4, 8)
+    np.testing.assert_allclose(grouped, grouped[:, :, :1].repeat(8, axis=2), atol=1e-6)
+    assert np.ptp(grouped[:, :, 0]) > 1e-3  # groups differ
+
+    prelu = DyPReLU(groups=4, reduction=2)
+    prelu.build(x.shape)
+    assert prelu.hyper_kernel_2.shape == (16, 8)  # 4 groups x 2 shifts
+    _randomize_hyper_function(prelu)
+    for shift in prelu.shifts(x):
+        values = shift.numpy().reshape(3, 4, 8)
+        np.testing.assert_allclose(values, values[:, :, :1].repeat(8, axis=2), atol=1e-6)
+
+
+def test_bounded_thresholds_stay_within_bound_times_the_channel_spread():
+    rng = np.random.default_rng(12)
+    x = rng.normal(0, 2.0, size=(4, 6, 6, 16)).astype("float32")
+    layer = DySign(bound=0.5)
+    layer.build(x.shape)
+    _randomize_hyper_function(layer, scale=50.0)  # saturate the sigmoid
+    dynamic = layer.thresholds(x).numpy()
+    spread = np.sqrt(x.var(axis=(1, 2)) + 1e-5)
+    assert np.all(np.abs(dynamic) <= 0.5 * spread + 1e-6)
+    assert np.abs(dynamic).max() > 0.45 * spread.min()  # and it reaches the bound
+    # the same formula, written out
+    stats = x.mean(axis=(1, 2))
+    hidden = np.maximum(stats @ layer.hyper_kernel_1.numpy() + layer.hyper_bias_1.numpy(), 0)
+    z = hidden @ layer.hyper_kernel_2.numpy() + layer.hyper_bias_2.numpy()
+    # 2 sigmoid(z) - 1 = tanh(z / 2)
+    np.testing.assert_allclose(dynamic, 0.5 * spread * np.tanh(z / 2), rtol=1e-4, atol=1e-5)
+
+
+def test_learning_rate_multiplier_stores_weights_over_m_and_adam_moves_them_m_times_faster():
+    x = np.random.default_rng(13).normal(size=(4, 5, 5, 16)).astype("float32")
+    target = tf.constant(np.random.default_rng(14).choice([-1.0, 1.0], size=x.shape))
+    moves = {}
+    for m in (1.0, 10.0):
+        layer = DySign(learning_rate_multiplier=m, dtype="float64")
+        layer.build(x.shape)
+        layer.hyper_kernel_1.assign(np.full(layer.hyper_kernel_1.shape, 0.1) / m)
+        layer.hyper_kernel_2.assign(np.full(layer.hyper_kernel_2.shape, 0.01) / m)
+        used = m * layer.hyper_kernel_2.numpy()
+        optimizer = tf.keras.optimizers.Adam(1e-3)
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum((layer(x) - target) ** 2)
+        variables = [layer.hyper_kernel_1, layer.hyper_kernel_2]
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        moves[m] = m * layer.hyper_kernel_2.numpy() - used
+    # Adam's first step is lr * g / (|g| + eps) per weight: the stored weight moves by ~lr
+    # whatever m is, so the weight the layer uses moves m times as far
+    assert np.abs(moves[1.0]).max() > 0
+    np.testing.assert_allclose(moves[10.0], 10.0 * moves[1.0], rtol=1e-3)
+    stored = DySign(learning_rate_multiplier=10.0)
+    stored.build(x.shape)
+    he_std = np.sqrt(2.0 / 16)  # fan_in 16
+    assert stored.hyper_kernel_1.numpy().std() < 0.2 * he_std  # about he_std / 10
+
+
+def test_options_round_trip_through_get_config():
+    for cls in (DySign, DyPReLU):
+        layer = cls(**OPTIONS, statistics="mean_std", name="layer")
+        config = layer.get_config()
+        assert {k: config[k] for k in OPTIONS} == OPTIONS
+        clone = cls.from_config(config)
+        assert clone.get_config() == config
+
+
+def _numpy_option_gradients(x, w, upstream, *, m, bound, groups):
+    """Reference backward pass of DySign with groups, a bound and a multiplier (mean stats,
+    approx_sign): tau = b + expand(bound * std * (2 sigmoid(z) - 1)), z from m * weights."""
+    batch, height, width, channels = x.shape
+    size = channels // groups
+    stats = x.mean(axis=(1, 2))
+    spread = np.sqrt(x.var(axis=(1, 2)) + 1e-5)
+    pre = stats @ (m * w["hyper_kernel_1"]) + m * w["hyper_bias_1"]
+    hidden = np.maximum(pre, 0.0)
+    z = hidden @ (m * w["hyper_kernel_2"]) + m * w["hyper_bias_2"]  # (B, G)
+    sigmoid = 1 / (1 + np.exp(-z))
+    offset = bound * spread * (2 * np.repeat(sigmoid, size, axis=1) - 1)
+    tau = w["threshold"] + offset
+    local = upstream * _estimator_derivative(x - tau[:, None, None, :], "approx_sign")
+    d_tau = -local.sum(axis=(1, 2))  # (B, C)
+    d_z = (d_tau * bound * spread * 2).reshape(batch, groups, size).sum(axis=2)
+    d_z = d_z * sigmoid * (1 - sigmoid)
+    d_hidden = d_z @ (m * w["hyper_kernel_2"]).T
+    d_pre = d_hidden * (pre > 0)
+    d_stats = d_pre @ (m * w["hyper_kernel_1"]).T
+    return {
+        # the spread carries no gradient (stop_gradient), the mean does
+        "x": local + d_stats[:, None, None, :] / (height * width),
+        "threshold": d_tau.sum(axis=0),
+        "hyper_kernel_2": m * hidden.T @ d_z,
+        "hyper_bias_2": m * d_z.sum(axis=0),
+        "hyper_kernel_1": m * stats.T @ d_pre,
+        "hyper_bias_1": m * d_pre.sum(axis=0),
+    }
+
+
+def test_gradients_with_groups_bound_and_multiplier_match_numpy_reference():
+    rng = np.random.default_rng(15)
+    x = rng.normal(0, 0.7, size=(3, 4, 5, 16)).astype("float64")
+    upstream = rng.normal(size=x.shape)
+    m, bound, groups = 3.0, 0.8, 4
+    layer = DySign(
+        reduction=2, groups=groups, bound=bound, learning_rate_multiplier=m, dtype="float64"
+    )
+    layer.build(x.shape)
+    _randomize_hyper_function(layer, scale=0.3)
+    layer.threshold.assign(rng.normal(0, 0.2, size=(16,)))
+    layer.hyper_bias_1.assign(rng.normal(0, 0.2, size=layer.hyper_bias_1.shape))
+
+    x_var = tf.Variable(x)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(layer(x_var) * upstream)
+    names = ["threshold", "hyper_kernel_1", "hyper_bias_1", "hyper_kernel_2", "hyper_bias_2"]
+    variables = [getattr(layer, n) for n in names]
+    grads = tape.gradient(loss, [x_var, *variables])
+
+    weights = {n: v.numpy() for n, v in zip(names, variables)}
+    expected = _numpy_option_gradients(x, weights, upstream, m=m, bound=bound, groups=groups)
+    np.testing.assert_allclose(grads[0].numpy(), expected["x"], rtol=1e-7, atol=1e-9)
+    for name, grad in zip(names, grads[1:]):
+        np.testing.assert_allclose(grad.numpy(), expected[name], rtol=1e-7, atol=1e-9)
+    assert np.abs(expected["hyper_kernel_1"]).max() > 0
+
+
 # ---------------------------------------------------------------------------- PReLU
 
 
@@ -229,6 +404,11 @@ def test_binary_dense_is_a_binary_linear_map_on_tokens():
         (lambda: DySign(reduction=0), "reduction"),
         (lambda: RSign(estimator="tanh"), "estimator"),
         (lambda: DyPReLU(reduction=2.5), "reduction"),
+        (lambda: DySign(groups=0), r"groups to be a positive integer or None, but got 0"),
+        (lambda: DyPReLU(bound=-1.0), r"bound to be a positive number or None, but got -1.0"),
+        (lambda: DySign(learning_rate_multiplier=0), "learning_rate_multiplier.*got 0"),
+        (lambda: DyPReLU(min_hidden_units=0), "min_hidden_units.*got 0"),
+        (lambda: DySign(granularity="layer", groups=4), "groups=None with granularity='layer'"),
         (lambda: BinaryDense(8, kernel_size=3), "kernel_size"),
     ],
 )

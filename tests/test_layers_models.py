@@ -127,6 +127,45 @@ def test_every_binary_layer_converts_to_a_binary_kernel(trained):
     assert (tflite_out.argmax(1) == keras_out.argmax(1)).mean() >= 0.98
 
 
+def test_layers_with_every_hyper_function_option_convert_and_match(fashion_mnist_sample):
+    """Groups, a bound, a learning-rate multiplier and a small hidden width: still one
+    LceQuantize + LceBconv2d per binary layer, and the file computes what Keras does."""
+    options = {"groups": 4, "bound": 1.0, "learning_rate_multiplier": 10.0, "min_hidden_units": 4}
+    tf.keras.utils.set_random_seed(1)
+    inputs = tf.keras.Input((28, 28, 1))
+    x = tf.keras.layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False)(inputs)
+    x = tf.keras.layers.BatchNormalization()(x)
+    h = _binary_conv(32, name="bconv_1")(DySign(**options, name="sign")(x))
+    h = tf.keras.layers.BatchNormalization()(h)
+    x = DyPReLU(**options, name="prelu")(tf.keras.layers.add([h, x]))
+    h = _binary_conv(32, input_quantizer=DySign(**options, statistics="mean_std"), name="bconv_2")(
+        x
+    )
+    x = tf.keras.layers.add([tf.keras.layers.BatchNormalization()(h), x])
+    pooled = tf.keras.layers.GlobalAveragePooling2D()(x)
+    model = tf.keras.Model(inputs, tf.keras.layers.Dense(10, name="head")(pooled))
+    _randomize_dynamic_parts(model)
+    images, labels = fashion_mnist_sample
+    model.compile(
+        tf.keras.optimizers.Adam(1e-3),
+        tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    model.fit(images, labels, batch_size=64, epochs=1, verbose=0)
+
+    flatbuffer = lce.convert_keras_model(model)
+    ops = op_histogram(flatbuffer)
+    assert ops["LceBconv2d"] == ops["LceQuantize"] == 2
+    assert ops["CONV_2D"] == 1  # the stem: no binary conv fell back to float
+    assert ops["FULLY_CONNECTED"] == 1 + 2 * 3  # the head and two per hyper function
+    assert ops["LOGISTIC"] == 3  # the bounded outputs
+    x = images[:64]
+    keras_out = model(x).numpy()
+    tflite_out = Interpreter(flatbuffer).predict(x)
+    # as above: flipped bits at sign boundaries, so a tolerance relative to the logits
+    np.testing.assert_allclose(tflite_out, keras_out, atol=1e-3 * np.abs(keras_out).max())
+    assert (tflite_out.argmax(1) == keras_out.argmax(1)).mean() >= 0.98
+
+
 def test_larq_summary_counts_binary_layers_as_one_bit(trained):
     model, _ = trained
     profile = lq.models.ModelProfile(model)

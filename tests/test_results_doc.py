@@ -37,8 +37,24 @@ def _run(config, seed, accuracy):
         "seed": seed,
         "test_accuracy": accuracy,
         "parameters": 1000,
-        "steps_per_recipe_step": 10,
+        "updates_per_recipe_step": 10,
         "seconds_per_update": {"1": 0.1, "2": 0.1},
+        "seconds": 60.0,
+        "cpu_seconds": 30.0,
+    }
+
+
+def _configs():
+    budget = accuracy_benchmark.Budget(1)
+    config = accuracy_benchmark.Config
+    return {
+        "ReActNet18": config("resnet", "ReActNet18", {}, budget),
+        "DyResNet18": config("resnet", "DyResNet18", {}, budget, baseline="ReActNet18"),
+        "ReActNetA": config("mobilenet", "ReActNetA", {}, budget),
+        "DyMobileNet": config("mobilenet", "DyMobileNet", {}, budget, baseline="ReActNetA"),
+        "variant": config(
+            "study", "DyResNet18", {"x": 1}, budget, baseline="ReActNet18", reference="DyResNet18"
+        ),
     }
 
 
@@ -48,17 +64,35 @@ def test_summary_statistics_and_the_seed_spread_rule():
         *(_run("DyResNet18", s, a) for s, a in enumerate([0.85, 0.86, 0.87])),  # +5 points
         *(_run("ReActNetA", s, a) for s, a in enumerate([0.80, 0.90, 0.85])),
         *(_run("DyMobileNet", s, a) for s, a in enumerate([0.86, 0.84, 0.88])),  # +1, noisy
+        *(_run("variant", s, a) for s, a in enumerate([0.85, 0.86, 0.87, 0.86])),  # 4 seeds
     ]
-    rows = accuracy_benchmark.summarize(runs)
+    rows = accuracy_benchmark.summarize(runs, _configs())
     dy = rows["DyResNet18"]
     assert dy["mean"] == pytest.approx(0.86) and dy["std"] == pytest.approx(0.01)
     assert dy["difference"] == pytest.approx(0.05)
     assert dy["margin"] == pytest.approx(2 * math.sqrt(2 * 0.01**2 / 3))
     assert dy["exceeds_spread"]
+    assert dy["minutes"] == pytest.approx(1.0) and dy["cpu_minutes"] == pytest.approx(0.5)
     mobile = rows["DyMobileNet"]
     assert mobile["difference"] == pytest.approx(0.01) and not mobile["exceeds_spread"]
     assert "difference" not in rows["ReActNet18"]
-    assert "BinaryCCT" not in rows  # configs without runs are left out
-    text = make_results._verdict(dy)
-    assert text.startswith("+5.00 points, above the baseline beyond the seed spread")
-    assert make_results._verdict(mobile).startswith("+1.00 points, within the seed spread")
+    # a study variant is compared with the static baseline and with its reference Dy config;
+    # unequal seed counts enter the standard error
+    versus = rows["variant"]["versus_reference"]
+    variant_std = rows["variant"]["std"]
+    assert versus["difference"] == pytest.approx(0.0, abs=1e-12)
+    assert versus["margin"] == pytest.approx(2 * math.sqrt(variant_std**2 / 4 + 0.01**2 / 3))
+    assert not versus["exceeds_spread"] and versus["seeds"] == [4, 3]
+
+
+def test_configs_that_train_the_same_thing_share_their_runs():
+    configs = accuracy_benchmark.all_configs()
+    study, preset = configs["study ReActNet18"], configs["ReActNet18"]
+    same = study.model == preset.model and study.kwargs == preset.kwargs
+    assert (study.digest() == preset.digest()) == (same and study.budget == preset.budget)
+    # the digest follows what is trained: another budget is another run
+    other = accuracy_benchmark.Config(
+        "study", study.model, study.kwargs, accuracy_benchmark.Budget(2)
+    )
+    assert other.digest() != study.digest()
+    assert accuracy_benchmark.run_id(study, 3).endswith(f"-{study.digest()}-seed3")

@@ -146,13 +146,15 @@ def test_imagenet_configuration_converts_every_binary_layer_with_parity(name):
 def _hyper_function_params(layer):
     """Parameters a DySign/DyPReLU adds over RSign/RPReLU: W1, b1, W2, b2."""
     channels = layer.input_shape[-1]
-    hidden = max(channels // layer.reduction, 8)
+    hidden = max(channels // layer.reduction, layer.min_hidden_units)
     inputs = channels * (2 if layer.statistics == "mean_std" else 1)
+    groups = channels if layer.groups is None else math.gcd(layer.groups, channels)
     if isinstance(layer, DySign):
-        outputs = channels if layer.granularity == "channel" else 1
-        static_difference = outputs - channels  # "layer" keeps one static threshold
+        outputs = groups if layer.granularity == "channel" else 1
+        # "layer" keeps one static threshold
+        static_difference = 0 if layer.granularity == "channel" else 1 - channels
     else:
-        outputs, static_difference = 2 * channels, 0
+        outputs, static_difference = 2 * groups, 0
     return inputs * hidden + hidden + hidden * outputs + outputs + static_difference
 
 
@@ -327,6 +329,48 @@ def test_scaled_width_rounds_to_multiples_of_eight():
     assert [scaled_width(64, m) for m in (1, 0.5, 0.25, 0.1, 0.3)] == [64, 32, 16, 8, 24]
     assert scaled_width(256, 0.25, divisor=32) == 64
     assert scaled_width(384, 0.3, divisor=48) == 144  # 115.2 -> 96 would lose > 10%
+
+
+@pytest.mark.parametrize("name", ["ReActNet18", "ReActNetA"])
+def test_stems_set_the_first_binary_blocks_resolution(name):
+    first = {"ReActNet18": "stage1_block1_sign", "ReActNetA": "block1_sign_3x3"}[name]
+    sizes = {
+        stem: zoo.get_model(name, input_shape=(28, 28, 1), num_classes=10, stem=stem)
+        .get_layer(first)
+        .input_shape[1]
+        for stem in ("small", "small_stride2", "imagenet")
+    }
+    assert sizes["small"] == 28 and sizes["small_stride2"] == 14
+    assert sizes["imagenet"] == (7 if name == "ReActNet18" else 14)
+
+
+def test_presets_give_model_arguments_under_the_users():
+    for name in MODELS:
+        preset = zoo.get_preset("small-input", name)
+        assert preset is not zoo.PRESETS["small-input"][model_family(name)]  # a copy
+        preset.model_kwargs["width_multiplier"] = 4  # changing the copy changes nothing
+        assert zoo.get_preset("small-input", name).model_kwargs["width_multiplier"] != 4
+    kwargs = {"input_shape": (28, 28, 1), "num_classes": 10}
+    model = zoo.get_model("ReActNet18", preset="small-input", **kwargs)
+    reference = zoo.ReActNet18(
+        **zoo.get_preset("small-input", "ReActNet18").model_kwargs, **kwargs
+    )
+    assert model.count_params() == reference.count_params()
+    assert [layer.name for layer in model.layers[1:]] == [
+        layer.name for layer in reference.layers[1:]
+    ]
+    # the user's arguments win over the preset's
+    wide = zoo.get_model("ReActNet18", preset="small-input", width_multiplier=0.5, **kwargs)
+    assert wide.get_layer("stem_conv").filters == 32
+
+
+def test_unknown_presets_and_models_are_named():
+    with pytest.raises(ValueError, match=r"preset to be one of 'small-input', but got 'tiny'"):
+        zoo.get_preset("tiny", "ReActNet18")
+    with pytest.raises(ValueError, match=r"Unknown model 'ResNet50'.*DyResNet18"):
+        zoo.get_preset("small-input", "ResNet50")
+    with pytest.raises(ValueError, match="preset to be one of"):
+        zoo.get_model("ReActNet18", preset="tiny")
 
 
 def test_constructors_are_keyword_only():

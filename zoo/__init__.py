@@ -6,12 +6,15 @@ Example:
     zoo.list_models()
     model = zoo.DyResNet18(input_shape=(28, 28, 1), num_classes=10)
     model = zoo.get_model("ReActNetA", num_classes=10, input_shape=(32, 32, 3))
+    model = zoo.get_model("ReActNet18", preset="small-input", input_shape=(28, 28, 1),
+                          num_classes=10)
     ```
 """
 
 from .cct import BinaryCCT, DyBinaryCCT
 from .imagenet import decode_predictions, normalize, preprocess_input
 from .mobilenet import DyMobileNet, ReActNetA
+from .presets import PRESETS, Preset, get_preset
 from .reactnet_import import import_reactnet
 from .registry import get_model, get_model_constructor, list_models
 from .resnet import DyResNet18, ReActNet18
@@ -23,11 +26,14 @@ __all__ = [
     "DyBinaryCCT",
     "DyMobileNet",
     "DyResNet18",
+    "PRESETS",
+    "Preset",
     "ReActNet18",
     "ReActNetA",
     "decode_predictions",
     "get_model",
     "get_model_constructor",
+    "get_preset",
     "get_weights_file",
     "import_reactnet",
     "list_models",

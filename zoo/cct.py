@@ -68,6 +68,16 @@ VARIANTS = {
         dim=256,
         mlp_ratio=2,
     ),
+    # two 3x3 tokenizer convs, each with its max-pool 3x3/2: 49 tokens on 28x28 (7/3x1: 196)
+    "7/3x2": CCTVariant(
+        num_layers=7,
+        kernel_size=3,
+        tokenizer_convs=2,
+        tokenizer_width=64,
+        num_heads=4,
+        dim=256,
+        mlp_ratio=2,
+    ),
 }
 
 
@@ -294,6 +304,10 @@ def BinaryCCT(
     | --- | --- | --- | --- | --- | --- | --- |
     | "14/7x2" | 224x224 | 196 | 14 | 6 | 384 | 1152 |
     | "7/3x1" | 32x32 | 256 | 7 | 4 | 256 | 512 |
+    | "7/3x2" | 28x28-32x32 | 49-64 | 7 | 4 | 256 | 512 |
+
+    "7/3x2" has two 3x3 tokenizer convs (the second binary), each with its max-pool: 49
+    tokens on 28x28 instead of 7/3x1's 196, so attention costs 16x less.
 
     Measured (`count_params`; MACs are `lq.models.ModelProfile`'s `op_count("mac", 1)` and
     `op_count("mac", 32)` summed over layers):
@@ -338,8 +352,8 @@ def BinaryCCT(
         num_classes: classes of the dense head.
         binary_weights: False keeps the binary layers' weights real (step 1 of two-step
             training); their inputs stay binary.
-        variant: "14/7x2", "7/3x1", or None: "7/3x1" when the input height or width is below
-            112 px, else "14/7x2".
+        variant: "14/7x2", "7/3x1", "7/3x2", or None: "7/3x1" when the input height or width
+            is below 112 px, else "14/7x2".
         num_layers: encoder layers, default the variant's (14 or 7); fewer for quick tests.
         mlp_activation: "prelu" (RPReLU, default) or "gelu" (CCT's).
         width_multiplier: scales the embedding dim (rounded to a multiple of 8 x heads) and

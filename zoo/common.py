@@ -15,7 +15,7 @@ from . import weights as weights_module
 from .pytorch_padding import PADDINGS
 
 DEFAULT_INPUT_SHAPE = (224, 224, 3)
-STEMS = ("auto", "imagenet", "small")
+STEMS = ("auto", "imagenet", "small", "small_stride2")
 #: Inputs smaller than this get the small-input stem when `stem="auto"`.
 SMALL_INPUT_LIMIT = 112
 

@@ -94,7 +94,7 @@ def _reactnet_a(
     base = common.scaled_width(WIDTHS[0], width_multiplier)
     widths = [base * w // WIDTHS[0] for w in WIDTHS]  # blocks keep or double the width
     inputs = common.model_inputs(input_shape, input_tensor)
-    stem_strides = 2 if common.resolve_stem(stem, inputs) == "imagenet" else 1
+    stem_strides = 1 if common.resolve_stem(stem, inputs) == "small" else 2
     # padding="pytorch": PyTorch's symmetric padding of the stride-2 stem conv by a
     # reflection around it (pytorch_padding; the kernel is stored rotated)
     reflect = stem_strides == 2 and options.padding == "pytorch"
@@ -166,8 +166,8 @@ def ReActNetA(
         include_top: False returns the last feature map (B, H/32, W/32, 1024).
         num_classes: classes of the dense head.
         binary_weights: False keeps the conv weights real (step 1 of two-step training).
-        stem: "imagenet" (conv3x3 stride 2), "small" (stride 1), or "auto" (small below
-            112 px).
+        stem: "imagenet" or "small_stride2" (the same: conv3x3 stride 2), "small"
+            (stride 1), or "auto" (small below 112 px).
         width_multiplier: scales every width (the stem's 32 rounded to a multiple of 8, the
             blocks' in proportion), as MobileNet's alpha; 1.0 is the paper's network.
         padding: "lce" (binary convs pad with +1 under TF's "same": LCE's form for every

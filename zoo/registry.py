@@ -47,15 +47,28 @@ def get_model_constructor(name: str) -> Callable[..., tf.keras.Model]:
     return _MODELS[name]
 
 
-def get_model(name: str, **kwargs) -> tf.keras.Model:
+def get_model(name: str, preset: str | None = None, **kwargs) -> tf.keras.Model:
     """Build the zoo model `name` with the constructor's keyword arguments.
 
     Example:
         ```python
         model = zoo.get_model("DyResNet18", input_shape=(28, 28, 1), num_classes=10)
+        model = zoo.get_model("DyResNet18", preset="small-input", num_classes=10,
+                              input_shape=(28, 28, 1))   # stem, width from the preset
         ```
 
+    Args:
+        name: a zoo model name (`list_models()`).
+        preset: a preset name (`zoo.PRESETS`, e.g. "small-input"): its `model_kwargs` for
+            the model's family come first, `kwargs` override them.
+        **kwargs: constructor arguments.
+
     Raises:
-        ValueError: unknown `name` (the known ones are listed), or a bad argument.
+        ValueError: unknown `name` or `preset` (the known ones are listed), or a bad argument.
     """
-    return get_model_constructor(name)(**kwargs)
+    constructor = get_model_constructor(name)
+    if preset is not None:
+        from .presets import get_preset  # presets import this module
+
+        kwargs = {**get_preset(preset, name).model_kwargs, **kwargs}
+    return constructor(**kwargs)

@@ -84,9 +84,14 @@ def _resnet18(
         if reflect:
             x = pytorch_padding.SpatialReverse(name="stem_unreverse")(x)
     else:
-        x = tf.keras.layers.Conv2D(widths[0], 3, padding="same", use_bias=False, name="stem_conv")(
-            inputs
-        )
+        x = tf.keras.layers.Conv2D(
+            widths[0],
+            3,
+            strides=2 if common.resolve_stem(stem, inputs) == "small_stride2" else 1,
+            padding="same",
+            use_bias=False,
+            name="stem_conv",
+        )(inputs)
         x = common.batch_norm("stem_bn")(x)
 
     for stage, filters in enumerate(widths, start=1):
@@ -156,7 +161,8 @@ def ReActNet18(
         num_classes: classes of the dense head.
         binary_weights: False keeps the conv weights real (step 1 of two-step training).
         stem: "imagenet" (the paper's), "small" (FP conv3x3/1, no pool, for 28-64 px
-            inputs), or "auto" (small below 112 px).
+            inputs), "small_stride2" (FP conv3x3/2, no pool: half the resolution of
+            "small", about half its training cost), or "auto" (small below 112 px).
         width_multiplier: scales every width (stem and stages, rounded to multiples of 8),
             as MobileNet's alpha; 1.0 is the paper's network, smaller ones are for quick
             experiments on small machines.

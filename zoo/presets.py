@@ -1,0 +1,110 @@
+"""Named training configurations: a model configuration and the budget it was measured with.
+
+A preset is what `benchmarks/accuracy_benchmark.py` measured: constructor arguments for a
+model family and the two-step recipe's budget (epochs per step, batch, learning rate, XLA),
+chosen as the cheapest configuration found whose static-threshold baseline reaches the bar
+(docs/results.md, "Small-input presets", lists the search and the results). The Dy model
+of a family uses its family's preset, so a comparison gets the same network and budget.
+
+Example:
+    ```python
+    from larq_dysign import zoo
+    preset = zoo.get_preset("small-input", "DyResNet18")
+    model = zoo.get_model("DyResNet18", preset="small-input", input_shape=(28, 28, 1),
+                          num_classes=10)   # the preset's model_kwargs under your own
+    preset.epochs, preset.batch_size, preset.learning_rate   # the recipe's budget
+    ```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from .registry import model_family
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """One family's configuration and budget.
+
+    Attributes:
+        model_kwargs: constructor arguments (e.g. `{"stem": "small", "width_multiplier":
+            0.25}`); the user's arguments to `get_model` override them.
+        epochs: epochs of each step of the two-step recipe.
+        batch_size: images per update.
+        learning_rate: Adam's initial rate, decaying linearly to 0 in each step.
+        jit_compile: compile the train step with XLA.
+        description: what the preset is for and what it reached.
+    """
+
+    model_kwargs: dict
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    jit_compile: bool
+    description: str
+
+
+#: preset name -> model family ("resnet", "mobilenet", "cct") -> Preset.
+PRESETS: dict[str, dict[str, Preset]] = {
+    "small-input": {
+        "resnet": Preset(
+            model_kwargs={"stem": "small", "width_multiplier": 0.25},
+            epochs=1,
+            batch_size=128,
+            learning_rate=2e-3,
+            jit_compile=True,
+            description="ResNet-18 for 28x28-32x32 inputs: small stem, widths 16-128.",
+        ),
+        "mobilenet": Preset(
+            model_kwargs={"stem": "small", "width_multiplier": 0.25},
+            epochs=1,
+            batch_size=128,
+            learning_rate=2e-3,
+            jit_compile=True,
+            description="ReActNet-A for 28x28-32x32 inputs.",
+        ),
+        "cct": Preset(
+            model_kwargs={"variant": "7/3x2", "width_multiplier": 0.25},
+            epochs=1,
+            batch_size=128,
+            learning_rate=2e-3,
+            jit_compile=True,
+            description="CCT-7/3x2 for 28x28-32x32 inputs: 49 tokens on 28x28.",
+        ),
+    },
+}
+
+
+def get_preset(name: str, model: str) -> Preset:
+    """The preset `name` for the zoo model `model` (its family's entry), as a copy.
+
+    Example:
+        ```python
+        zoo.get_preset("small-input", "ReActNet18").epochs
+        ```
+
+    Args:
+        name: a preset name, a key of `PRESETS` (e.g. "small-input").
+        model: a zoo model name; its family (`zoo.registry.model_family`) selects the entry.
+
+    Returns:
+        A `Preset` (its `model_kwargs` a fresh dict, safe to change).
+
+    Raises:
+        ValueError: an unknown preset (the known ones are listed), an unknown model (the
+            zoo's are listed), or a family the preset has no entry for.
+    """
+    if name not in PRESETS:
+        raise ValueError(
+            f"Expected preset to be one of {', '.join(map(repr, PRESETS))}, but got {name!r}."
+        )
+    family = model_family(model)
+    entries = PRESETS[name]
+    if family not in entries:
+        raise ValueError(
+            f"Preset {name!r} has no entry for {model!r} (family {family!r}); it has "
+            f"{', '.join(map(repr, entries))}."
+        )
+    preset = entries[family]
+    return dataclasses.replace(preset, model_kwargs=dict(preset.model_kwargs))
