@@ -451,3 +451,31 @@ def test_cli_run_killed_by_sigkill_resumes_with_optimizer_state_and_history(
     )
     assert reported["accuracy"] == pytest.approx(expected_metrics["accuracy"], abs=1e-6)
     assert reported["loss"] == pytest.approx(expected_metrics["loss"], rel=1e-4)
+
+
+def test_a_preset_gives_the_model_arguments_and_budget_the_user_does_not(tmp_path):
+    from larq_dysign.zoo import get_preset
+
+    preset = get_preset("small-input", "ReActNet18")
+    results = training.train(
+        "ReActNet18",
+        preset="small-input",
+        dataset="fashion_mnist",
+        out_dir=str(tmp_path),
+        step=1,
+        steps_per_epoch=1,
+        learning_rate=1e-3,  # given: wins over the preset's
+        model_kwargs={"width_multiplier": 0.125},  # given: wins over the preset's
+        jit_compile=False,
+        validate=False,
+        verbose=0,
+    )
+    settings = json.loads((tmp_path / "step1" / "settings.json").read_text())
+    assert settings["epochs"] == preset.epochs
+    assert settings["global_batch_size"] == preset.batch_size
+    assert settings["learning_rate"] == 1e-3
+    for key, value in preset.model_kwargs.items():
+        if key != "width_multiplier":
+            assert settings["arguments"][key] == value, key
+    assert settings["arguments"]["width_multiplier"] == 0.125
+    assert results[1].model.get_layer("stem_conv").kernel.shape[-1] == 8

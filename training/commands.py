@@ -26,6 +26,7 @@ from ..zoo.commands import (
     check_no_model_flags,
     model_arguments,
 )
+from ..zoo.presets import get_preset
 from . import data, distribute
 
 
@@ -80,6 +81,10 @@ def _train(args) -> int:
     check_model_arguments(args.model, kwargs, constructor=constructor)
     input_shape = kwargs.pop("input_shape", None)
     num_classes = kwargs.pop("num_classes", None)
+    if args.epochs is None and args.preset is None:
+        raise CommandError("--epochs is required without --preset.", status=2)
+    if args.batch_size is None and args.preset is None:
+        args.batch_size = 64
     _check_out_dir(args.out)
     # MultiWorkerMirroredStrategy must exist before TensorFlow runs any op.
     strategy = distribute.make_strategy(args.strategy, tpu=args.tpu)
@@ -89,6 +94,7 @@ def _train(args) -> int:
         out_dir=args.out,
         epochs=args.epochs,
         batch_size=args.batch_size,
+        preset=args.preset,
         step=args.step,
         steps_per_epoch=args.steps_per_epoch,
         teacher=args.teacher,
@@ -144,11 +150,13 @@ def _evaluate(args) -> int:
         _, constructor = recipe.resolve_model(args.model)
         check_model_arguments(args.model, kwargs, constructor=constructor)
     strategy = distribute.make_strategy(args.strategy, tpu=args.tpu)
+    if args.preset is not None:
+        kwargs = {**get_preset(args.preset, args.model).model_kwargs, **kwargs}
     results = recipe.evaluate(
         args.model,
         weights=weights,
         dataset=dataset,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size or 64,
         step=2 if binary_weights else 1,
         strategy=strategy,
         input_shape=kwargs.pop("input_shape", None),
@@ -172,8 +180,7 @@ def _common_arguments(parser: argparse.ArgumentParser, *, dataset_required: bool
     parser.add_argument(
         "--batch-size",
         type=positive_int,
-        default=64,
-        help="per-replica batch size (default 64)",
+        help="per-replica batch size (default: the preset's, else 64)",
     )
     parser.add_argument(
         "--strategy", default="default", choices=distribute.STRATEGIES, help="tf.distribute"
@@ -211,7 +218,9 @@ def add_commands(subparsers) -> None:
     )
     add_model_arguments(train, saved_models=False, weights=False, binary_weights=False)
     _common_arguments(train, dataset_required=True)
-    train.add_argument("--epochs", type=positive_int, required=True, help="epochs of each step")
+    train.add_argument(
+        "--epochs", type=positive_int, help="epochs of each step (required without --preset)"
+    )
     train.add_argument(
         "--steps-per-epoch", type=positive_int, help="default: one pass over the data"
     )
@@ -236,8 +245,7 @@ def add_commands(subparsers) -> None:
     train.add_argument(
         "--learning-rate",
         type=float,
-        default=5e-4,
-        help="Adam's initial rate, not scaled with the batch (default 5e-4)",
+        help="Adam's initial rate, not scaled with the batch (default: the preset's, else 5e-4)",
     )
     train.add_argument("--weight-decay", type=float, help="override the recipe's per step")
     train.add_argument(
@@ -266,8 +274,9 @@ def add_commands(subparsers) -> None:
     train.add_argument("--no-validation", action="store_true", help="skip per-epoch evaluation")
     train.add_argument(
         "--jit-compile",
-        action="store_true",
-        help="compile the train step with XLA (about 2x faster for small-input ResNets on CPU)",
+        action=argparse.BooleanOptionalAction,
+        help="compile the train step with XLA (about 2x faster for small-input ResNets on CPU; "
+        "default: the preset's, else off)",
     )
     train.set_defaults(func=_train)
 

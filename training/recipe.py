@@ -63,6 +63,7 @@ from ..checks import check_choice, check_positive_int
 from ..files import atomic_path, write_json
 from ..layers import DyPReLU, DySign, RPReLU, RSign
 from ..zoo import common as zoo_common
+from ..zoo import presets as zoo_presets
 from ..zoo import saved as zoo_saved
 from ..zoo import weights as zoo_weights
 from . import data as data_module
@@ -524,14 +525,15 @@ def train(
     *,
     dataset: str,
     out_dir: str,
-    epochs: int,
-    batch_size: int,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    preset: str | None = None,
     step: str | int = "both",
     steps_per_epoch: int | None = None,
     teacher: tf.keras.Model | str | None = None,
     label_weight: float = 0.0,
     strategy: str | tf.distribute.Strategy = "default",
-    learning_rate: float = DEFAULT_LEARNING_RATE,
+    learning_rate: float | None = None,
     weight_decay: float | None = None,
     input_shape: tuple[int, int, int] | None = None,
     num_classes: int | None = None,
@@ -544,7 +546,7 @@ def train(
     validation_steps: int | None = None,
     callbacks: list | None = None,
     verbose: int | str = "auto",
-    jit_compile: bool = False,
+    jit_compile: bool | None = None,
     fresh: bool = False,
 ) -> dict[int, StepResult]:
     """Train a zoo model with ReActNet's two-step recipe (see the module docstring).
@@ -584,14 +586,19 @@ def train(
             `input_shape`, `num_classes`, `binary_weights` (and `model_kwargs`).
         dataset: "imagenet2012", "cifar10" or "fashion_mnist" (`larq_dysign.training.data`).
         out_dir: output directory (checkpoints, logs, CSV history, saved models per step).
-        epochs: epochs of each step.
-        batch_size: per-replica batch size; the global batch is this times the replicas.
+        epochs: epochs of each step (default: the preset's).
+        batch_size: per-replica batch size; the global batch is this times the replicas
+            (default: the preset's).
+        preset: a zoo preset (`zoo.PRESETS`, e.g. "small-input"): its model arguments under
+            `model_kwargs`, and its epochs, batch size, learning rate and XLA setting where
+            those are not given.
         step: 1, 2 or "both".
         steps_per_epoch: updates per epoch; default one pass over the train split.
         teacher: a full-precision `tf.keras.Model` or saved-model path; distils both steps.
         label_weight: weight of the label cross-entropy next to distillation (0: KL only).
         strategy: a `tf.distribute.Strategy`, or a name for `distribute.make_strategy`.
-        learning_rate: Adam's initial learning rate (not scaled with the batch; see above).
+        learning_rate: Adam's initial learning rate (not scaled with the batch; see above;
+            default the preset's, else 5e-4).
         weight_decay: overrides the recipe's (1e-5 for step 1, 0 for step 2).
         input_shape, num_classes: default to the dataset's.
         model_kwargs: more constructor arguments, e.g. `{"stem": "small"}`.
@@ -607,7 +614,8 @@ def train(
         callbacks: more Keras callbacks, given to both steps.
         verbose: Keras' `fit` verbosity ("auto", 0, 1 = progress bar, 2 = one line).
         jit_compile: compile the train step with XLA (see `compile_for_training`); about
-            2x faster for ResNets on 28x28 inputs on CPU, after a longer first step.
+            2x faster for ResNets on 28x28 inputs on CPU, after a longer first step (default
+            the preset's, else False).
         fresh: delete the step directories of an earlier run in `out_dir` and start over.
 
     Returns:
@@ -620,6 +628,16 @@ def train(
         RuntimeError: a step directory holds checkpoints, none of them intact.
     """
     steps = _step_list(step)
+    if preset is not None:
+        name, _ = resolve_model(model)
+        chosen = zoo_presets.get_preset(preset, name)
+        model_kwargs = {**chosen.model_kwargs, **(model_kwargs or {})}
+        epochs = chosen.epochs if epochs is None else epochs
+        batch_size = chosen.batch_size if batch_size is None else batch_size
+        learning_rate = chosen.learning_rate if learning_rate is None else learning_rate
+        jit_compile = chosen.jit_compile if jit_compile is None else jit_compile
+    learning_rate = DEFAULT_LEARNING_RATE if learning_rate is None else learning_rate
+    jit_compile = bool(jit_compile)
     check_positive_int("epochs", epochs)
     check_positive_int("batch_size", batch_size)
     if not isinstance(fresh, bool):

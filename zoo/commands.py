@@ -16,9 +16,10 @@ import os
 import tempfile
 
 from ..cli import CommandError, parse_input_shape, positive_int
-from . import saved
+from . import common, saved
 from . import weights as weights_module
-from .registry import get_model_constructor, list_models, model_family
+from .presets import PRESETS
+from .registry import get_model, get_model_constructor, list_models, model_family
 
 #: flag -> constructor argument, for the flags `add_model_arguments` adds.
 MODEL_FLAGS = {
@@ -77,12 +78,16 @@ def add_model_arguments(
     )
     group = parser.add_argument_group("model (for a zoo model; a saved model is built as saved)")
     group.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="a named configuration (zoo.PRESETS): its model arguments under the flags below"
+        + ("; its epochs, batch size, learning rate and XLA unless given" if not weights else ""),
+    )
+    group.add_argument(
         "--input-shape", metavar="H,W,C", type=parse_input_shape, help="default 224,224,3"
     )
     group.add_argument("--num-classes", metavar="N", type=positive_int, help="default 1000")
-    group.add_argument(
-        "--stem", choices=("auto", "imagenet", "small"), help='default "auto": small below 112 px'
-    )
+    group.add_argument("--stem", choices=common.STEMS, help='default "auto": small below 112 px')
     group.add_argument(
         "--width-multiplier", metavar="X", type=float, help="scale every width (default 1.0)"
     )
@@ -138,6 +143,8 @@ def model_arguments(args: argparse.Namespace) -> dict:
 def _flag(name: str) -> str:
     if name in ("dysign", "dyprelu"):
         return f"--no-{name}"
+    if name == "preset":
+        return "--preset"
     return next(flag for flag, argument in MODEL_FLAGS.items() if argument == name)
 
 
@@ -164,6 +171,8 @@ def is_saved_model(args: argparse.Namespace) -> bool:
 def check_no_model_flags(args: argparse.Namespace) -> None:
     """A saved model is built as saved: refuse (status 2) any model flag given with it."""
     kwargs = model_arguments(args)
+    if getattr(args, "preset", None):
+        kwargs["preset"] = args.preset
     if kwargs:
         flags = ", ".join(_flag(name) for name in kwargs)
         raise CommandError(
@@ -185,7 +194,7 @@ def load_model(args: argparse.Namespace):
         check_no_model_flags(args)
         return saved.load_saved_model(args.model)
     check_model_arguments(args.model, kwargs)
-    return get_model_constructor(args.model)(**kwargs), None
+    return get_model(args.model, preset=getattr(args, "preset", None), **kwargs), None
 
 
 # ---------------------------------------------------------------------------- commands
