@@ -5,7 +5,9 @@ it on the 10,000 test images, export it to an LCE TFLite file, check the file ag
 with LCE's interpreter, time it on this host, and print a report saying where the file is.
 
 Usage:
-    python -m larq_dysign.training.demo [--out out/demo] [--steps-per-epoch 80] [--epochs 1]
+    python -m larq_dysign.training.demo [--out out/demo] [--epochs N] [--steps-per-epoch N]
+
+Model and budget: the zoo's "small-input" preset for DyResNet18 (`zoo.get_preset`).
 """
 
 from __future__ import annotations
@@ -21,21 +23,18 @@ from larq_dysign import export, training
 from larq_dysign.training import data
 
 MODEL = "DyResNet18"
-# The papers' ImageNet stem on 28x28 keeps a step of the full-width network near 2 s for 128
-# images on 2 cores with XLA (4.7 s without: TF's CPU Conv2DBackpropInput is slow on stage
-# 4's 1x1 maps); the small-input stem is 16x the compute (better accuracy, slower).
-MODEL_KWARGS = {"stem": "imagenet"}
-# So short a run needs a larger rate than the recipe's 5e-4 (measured: 71.6% vs 59.6%).
-LEARNING_RATE = 2e-3
+#: The zoo's configuration for 28x28 inputs (stem, width, budget; zoo/presets.py, measured in
+#: docs/results.md): every default of this demo comes from it.
+PRESET = "small-input"
 
 
 def run(
     out_dir: str,
     *,
-    epochs: int,
-    steps_per_epoch: int,
-    batch_size: int,
-    parity_samples: int,
+    epochs: int | None = None,
+    steps_per_epoch: int | None = None,
+    batch_size: int | None = None,
+    parity_samples: int = 500,
     resume: bool = False,
 ) -> dict:
     """Train, evaluate, export, verify and time; returns the figures it prints."""
@@ -45,14 +44,12 @@ def run(
         MODEL,
         dataset="fashion_mnist",
         out_dir=training_dir,
+        preset=PRESET,
         epochs=epochs,
         batch_size=batch_size,
         steps_per_epoch=steps_per_epoch,
-        model_kwargs=MODEL_KWARGS,
-        learning_rate=LEARNING_RATE,
         validation_steps=8,
         verbose=1,
-        jit_compile=True,
         fresh=not resume,  # a finished earlier demo would be restored, not retrained
     )
     final = results[max(results)]
@@ -104,9 +101,11 @@ def run(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="out/demo", help="output directory")
-    parser.add_argument("--epochs", type=int, default=1, help="epochs of each training step")
-    parser.add_argument("--steps-per-epoch", type=int, default=80)
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument(
+        "--epochs", type=int, help=f"epochs of each step (the {PRESET!r} preset's)"
+    )
+    parser.add_argument("--steps-per-epoch", type=int, help="default: one pass over the data")
+    parser.add_argument("--batch-size", type=int, help=f"default: the {PRESET!r} preset's")
     parser.add_argument("--parity-samples", type=int, default=500)
     parser.add_argument(
         "--resume", action="store_true", help="continue an interrupted demo's training"
