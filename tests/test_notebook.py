@@ -1,6 +1,7 @@
 """examples/quickstart.ipynb runs top to bottom (on a subset, so it stays within minutes)."""
 
 import os
+import re
 
 import nbformat
 import pytest
@@ -26,6 +27,10 @@ def test_quickstart_notebook_runs(tmp_path, monkeypatch):
         for output in cell.get("outputs", [])
     )
     assert "LceBconv2d" in outputs
+    assert re.findall(r"^epoch \d+/\d+: .*$", outputs, re.M) == [  # one line per epoch
+        line for line in outputs.splitlines() if line.startswith("epoch ")
+    ]
+    assert len(re.findall(r"^epoch \d+/1: loss ", outputs, re.M)) == 1
     assert "prediction agreement" in outputs
     assert (tmp_path / "quickstart_dyresnet18.tflite").stat().st_size > 0
     images = [
@@ -35,3 +40,25 @@ def test_quickstart_notebook_runs(tmp_path, monkeypatch):
         if "image/png" in output.get("data", {})
     ]
     assert len(images) == 1  # the thresholds figure
+
+
+def test_the_committed_notebook_reads_well():
+    """Its committed outputs: one line per epoch (no progress bars), the figure kept."""
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    texts = [
+        "".join(output.get("text", ""))
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.get("outputs", [])
+    ]
+    text = "".join(texts)
+    epochs = re.findall(r"^epoch (\d+)/(\d+): loss [\d.]+, train accuracy .*$", text, re.M)
+    assert epochs and [int(e) for e, _ in epochs] == list(range(1, int(epochs[0][1]) + 1))
+    assert "\r" not in text and "━" not in text and "ETA" not in text  # no progress bars
+    figures = [
+        output
+        for cell in notebook.cells
+        for output in cell.get("outputs", [])
+        if "image/png" in output.get("data", {})
+    ]
+    assert len(figures) == 1
