@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from larq_dysign import cli, zoo
 from larq_dysign.export import binary_layers, verify
+from larq_dysign.training import data
 
 # one xdist group: the tests share module fixtures another worker would build again
 pytestmark = pytest.mark.xdist_group("test_export_cli")
@@ -56,6 +57,29 @@ def test_export_builds_the_model_from_a_checkpoint_and_prints_the_report(
     x, _ = fashion_mnist_sample
     parity = verify(model, str(output), x[:16])
     assert parity.close_fraction >= 0.5 and parity.argmax_agreement >= 0.75  # see test_export
+
+
+@pytest.mark.parametrize("suffix", [".weights.h5", ".keras", "/ckpt"])
+def test_every_weights_format_builds_the_same_model(exported_checkpoint, suffix, capsys):
+    """`--weights` takes tf-keras' `.weights.h5`, a whole `.keras` and a TF checkpoint
+    prefix as well as `.h5` (the same model flags in every command: evaluate here, which
+    needs no conversion)."""
+    model = exported_checkpoint[0]
+    path = str(exported_checkpoint[1].parent / f"reactnet18{suffix.replace('/', '_')}")
+    if suffix == ".keras":
+        model.save(path)
+    else:
+        model.save_weights(path)
+    argv = ["evaluate", "ReActNet18", "--weights", path, "--width-multiplier", "0.25"]
+    argv += ["--dataset", "fashion_mnist", "--eval-examples", "64", "--verbose", "0"]
+    assert cli.main(argv) == 0
+    reported = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    images, labels = data.load_fashion_mnist_arrays("test")
+    expected = model.evaluate(
+        zoo.preprocess_input(images[:64].astype("float32")), labels[:64], verbose=0
+    )
+    assert reported["accuracy"] == pytest.approx(expected[1], abs=1e-6)
 
 
 def test_inspect_prints_the_report_and_json(exported_checkpoint, capsys):
