@@ -301,11 +301,19 @@ def imagenet2012(
     return Pipelines(train, evaluation, info)
 
 
+def _tfds_splits(name: str, data_dir: str | None) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+    """The train and eval splits of TFDS dataset `name` as `(image, label)` pairs."""
+    import tensorflow_datasets as tfds
+
+    return tuple(
+        tfds.load(name, split=split, data_dir=data_dir, as_supervised=True)
+        for split in ("train", DATASETS[name].eval_split)
+    )
+
+
 def _small_pipelines(
     info: DatasetInfo,
-    train: tf.data.Dataset,
-    evaluation: tf.data.Dataset,
-    *,
+    splits: tuple[tf.data.Dataset, tf.data.Dataset],
     batch_size: int,
     train_examples: int | None,
     eval_examples: int | None,
@@ -313,6 +321,7 @@ def _small_pipelines(
     drop_remainder: bool,
 ) -> Pipelines:
     """Cache the (small, uint8) splits in memory, then pad-crop-flip the train split."""
+    train, evaluation = splits
     train = _subset(train, train_examples).cache()
     evaluation = _subset(evaluation, eval_examples).cache()
     return Pipelines(
@@ -368,23 +377,17 @@ def cifar10(
     Raises:
         ValueError: a bad `batch_size`.
     """
-    import tensorflow_datasets as tfds
-
     _check_batch_size(batch_size)
     info = DATASETS["cifar10"]
-    train, evaluation = (
-        tfds.load("cifar10", split=name, data_dir=data_dir, as_supervised=True)
-        for name in ("train", info.eval_split)
-    )
+    train, evaluation = _tfds_splits("cifar10", data_dir)
     return _small_pipelines(
         info,
-        train,
-        evaluation,
-        batch_size=batch_size,
-        train_examples=train_examples,
-        eval_examples=eval_examples,
-        augment=augment,
-        drop_remainder=drop_remainder,
+        (train, evaluation),
+        batch_size,
+        train_examples,
+        eval_examples,
+        augment,
+        drop_remainder,
     )
 
 
@@ -432,21 +435,15 @@ def fashion_mnist(
         train = _in_memory(*load_fashion_mnist_arrays("train", directory))
         evaluation = _in_memory(*load_fashion_mnist_arrays("test", directory))
     else:
-        import tensorflow_datasets as tfds
-
-        train, evaluation = (
-            tfds.load("fashion_mnist", split=name, data_dir=data_dir, as_supervised=True)
-            for name in ("train", info.eval_split)
-        )
+        train, evaluation = _tfds_splits("fashion_mnist", data_dir)
     return _small_pipelines(
         info,
-        train,
-        evaluation,
-        batch_size=batch_size,
-        train_examples=train_examples,
-        eval_examples=eval_examples,
-        augment=augment,
-        drop_remainder=drop_remainder,
+        (train, evaluation),
+        batch_size,
+        train_examples,
+        eval_examples,
+        augment,
+        drop_remainder,
     )
 
 
