@@ -61,13 +61,13 @@ data = open(path, "rb").read()
 model = tiny_model()
 x = np.random.default_rng(0).standard_normal((2, 8, 8, 3)).astype(np.float32)
 rng = np.random.default_rng(13)
-cases = [("truncated", data[:n]) for n in sorted({*range(64), *range(64, len(data), 29)})]
-for _ in range(300):
+cases = [("truncated", data[:n]) for n in sorted({*range(64), *range(64, len(data), 97)})]
+for _ in range(120):
     d = bytearray(data)
     for _ in range(rng.integers(1, 4)):
         d[rng.integers(len(d))] ^= 1 << int(rng.integers(8))
     cases.append(("bit flips", bytes(d)))
-for _ in range(100):
+for _ in range(40):
     d, n = bytearray(data), int(rng.integers(1, 65))
     start = int(rng.integers(len(d) - n))
     d[start : start + n] = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
@@ -120,7 +120,7 @@ def corruption_outcomes(tiny, tmp_path_factory):
 def test_truncated_files_raise_a_value_error_naming_the_file(corruption_outcomes):
     size, outcomes = corruption_outcomes
     truncated = [(n, r) for kind, n, r in outcomes if kind == "truncated"]
-    assert [n for n, _ in truncated] == sorted({*range(64), *range(64, size, 29)})  # 319
+    assert [n for n, _ in truncated] == sorted({*range(64), *range(64, size, 97)})  # 142
     # refused by inspect_tflite, benchmark and verify alike, naming the file
     assert [(n, r) for n, r in truncated if set(r.values()) != {"named"}] == []
 
@@ -133,7 +133,7 @@ def test_corrupted_files_raise_a_value_error_or_run_never_crash(corruption_outco
     code)."""
     _, outcomes = corruption_outcomes
     corrupted = [r for kind, _, r in outcomes if kind != "truncated"]
-    assert len(corrupted) == 400
+    assert len(corrupted) == 160
     refused = [r for r in corrupted if r["inspect_tflite"] != "ran"]
     assert [r for r in refused if set(r.values()) != {"named"}] == []
     accepted = [r for r in corrupted if r["inspect_tflite"] == "ran"]
@@ -145,7 +145,7 @@ def test_corrupted_files_raise_a_value_error_or_run_never_crash(corruption_outco
     ]
     assert odd == []
     ran = [r for r in accepted if set(r.values()) == {"ran"}]
-    assert len(refused) >= 50 and len(ran) >= 50  # both kinds were exercised
+    assert len(refused) >= 20 and len(ran) >= 20  # both kinds were exercised
 
 
 def test_the_reported_repro_head_c_100(tiny, tmp_path):
