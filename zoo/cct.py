@@ -212,8 +212,8 @@ def _sequence_pool(x: tf.Tensor) -> tf.Tensor:
 
 
 def _cct(
-    *,
     name: str,
+    *,
     input_shape,
     input_tensor,
     weights,
@@ -223,8 +223,11 @@ def _cct(
     num_layers: int | None,
     width_multiplier: float,
     mlp_activation: str,
-    options: common.BlockOptions,
+    **block_options,
 ) -> tf.keras.Model:
+    """The family's builder; the public constructors pass it their arguments (`locals()`),
+    those of `common.BlockOptions` gathered in `block_options`."""
+    options = common.BlockOptions(**block_options)
     common.check_common_arguments(
         input_shape=input_shape,
         weights=weights,
@@ -370,19 +373,7 @@ def BinaryCCT(
         - DySign: https://arxiv.org/abs/2211.02292
         - ReActNet (RSign, RPReLU): https://arxiv.org/abs/2003.03488
     """
-    return _cct(
-        name="BinaryCCT",
-        input_shape=input_shape,
-        input_tensor=input_tensor,
-        weights=weights,
-        include_top=include_top,
-        num_classes=num_classes,
-        variant=variant,
-        num_layers=num_layers,
-        width_multiplier=width_multiplier,
-        mlp_activation=mlp_activation,
-        options=common.BlockOptions(binary_weights=binary_weights),
-    )
+    return _cct("BinaryCCT", **locals())
 
 
 @register_model("cct")
@@ -446,22 +437,4 @@ def DyBinaryCCT(
         - DyBNN (DyPReLU): https://arxiv.org/abs/2110.05185
         - CCT: https://arxiv.org/abs/2104.05704
     """
-    return _cct(
-        name="DyBinaryCCT",
-        input_shape=input_shape,
-        input_tensor=input_tensor,
-        weights=weights,
-        include_top=include_top,
-        num_classes=num_classes,
-        variant=variant,
-        num_layers=num_layers,
-        width_multiplier=width_multiplier,
-        mlp_activation=mlp_activation,
-        options=common.BlockOptions(
-            binary_weights=binary_weights,
-            dysign=dysign,
-            dyprelu=dyprelu,
-            dysign_options=dysign_options,
-            dyprelu_options=dyprelu_options,
-        ),
-    )
+    return _cct("DyBinaryCCT", **locals())

@@ -198,7 +198,8 @@ class BlockOptions:
         dysign_options: keyword arguments of every `DySign`.
         dyprelu_options: keyword arguments of every `DyPReLU`.
         padding: "lce" (+1 pad values) or "pytorch" (zero pad values, PyTorch's symmetric
-            padding of strided binary convs; `pytorch_padding`).
+            padding of strided binary convs; `pytorch_padding`); None until the builder
+            resolves it from the weights (`resolve_padding`).
     """
 
     binary_weights: bool = True
@@ -206,7 +207,7 @@ class BlockOptions:
     dyprelu: bool = False
     dysign_options: dict | None = None
     dyprelu_options: dict | None = None
-    padding: str = "lce"
+    padding: str | None = "lce"
 
     def __post_init__(self):
         for name in ("binary_weights", "dysign", "dyprelu"):

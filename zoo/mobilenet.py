@@ -67,8 +67,8 @@ def _block(x, out_channels: int, strides: int, *, name: str, options: common.Blo
 
 
 def _reactnet_a(
-    *,
     name: str,
+    *,
     input_shape,
     input_tensor,
     weights,
@@ -76,9 +76,11 @@ def _reactnet_a(
     num_classes: int,
     stem: str,
     width_multiplier: float,
-    padding: str | None,
-    options: common.BlockOptions,
+    **block_options,
 ) -> tf.keras.Model:
+    """The family's builder; the public constructors pass it their arguments (`locals()`),
+    those of `common.BlockOptions` gathered in `block_options`."""
+    options = common.BlockOptions(**block_options)
     common.check_common_arguments(
         input_shape=input_shape,
         weights=weights,
@@ -87,9 +89,11 @@ def _reactnet_a(
         stem=stem,
         width_multiplier=width_multiplier,
         input_tensor=input_tensor,
-        padding=padding,
+        padding=options.padding,
     )
-    padding = common.resolve_padding(padding, weights, model_name=name, include_top=include_top)
+    padding = common.resolve_padding(
+        options.padding, weights, model_name=name, include_top=include_top
+    )
     options = dataclasses.replace(options, padding=padding)
     base = common.scaled_width(WIDTHS[0], width_multiplier)
     widths = [base * w // WIDTHS[0] for w in WIDTHS]  # blocks keep or double the width
@@ -184,18 +188,7 @@ def ReActNetA(
     References:
         - ReActNet: https://arxiv.org/abs/2003.03488
     """
-    return _reactnet_a(
-        name="ReActNetA",
-        input_shape=input_shape,
-        input_tensor=input_tensor,
-        weights=weights,
-        include_top=include_top,
-        num_classes=num_classes,
-        stem=stem,
-        width_multiplier=width_multiplier,
-        padding=padding,
-        options=common.BlockOptions(binary_weights=binary_weights),
-    )
+    return _reactnet_a("ReActNetA", **locals())
 
 
 @register_model("mobilenet")
@@ -246,21 +239,4 @@ def DyMobileNet(
         - DyBNN: https://arxiv.org/abs/2110.05185
         - ReActNet: https://arxiv.org/abs/2003.03488
     """
-    return _reactnet_a(
-        name="DyMobileNet",
-        input_shape=input_shape,
-        input_tensor=input_tensor,
-        weights=weights,
-        include_top=include_top,
-        num_classes=num_classes,
-        stem=stem,
-        width_multiplier=width_multiplier,
-        padding=padding,
-        options=common.BlockOptions(
-            binary_weights=binary_weights,
-            dysign=dysign,
-            dyprelu=dyprelu,
-            dysign_options=dysign_options,
-            dyprelu_options=dyprelu_options,
-        ),
-    )
+    return _reactnet_a("DyMobileNet", **locals())

@@ -44,9 +44,8 @@ def _basic_block(x, filters: int, strides: int, *, name: str, options: common.Bl
 
 
 def _resnet18(
-    *,
     name: str,
-    options: common.BlockOptions,
+    *,
     input_shape,
     input_tensor,
     weights,
@@ -54,8 +53,11 @@ def _resnet18(
     num_classes: int,
     stem: str,
     width_multiplier: float,
-    padding: str | None,
+    **block_options,
 ) -> tf.keras.Model:
+    """The family's builder; the public constructors pass it their arguments (`locals()`),
+    those of `common.BlockOptions` gathered in `block_options`."""
+    options = common.BlockOptions(**block_options)
     common.check_common_arguments(
         input_shape=input_shape,
         weights=weights,
@@ -64,9 +66,11 @@ def _resnet18(
         stem=stem,
         width_multiplier=width_multiplier,
         input_tensor=input_tensor,
-        padding=padding,
+        padding=options.padding,
     )
-    padding = common.resolve_padding(padding, weights, model_name=name, include_top=include_top)
+    padding = common.resolve_padding(
+        options.padding, weights, model_name=name, include_top=include_top
+    )
     options = dataclasses.replace(options, padding=padding)
     base = common.scaled_width(STAGE_WIDTHS[0], width_multiplier)
     widths = [base * w // STAGE_WIDTHS[0] for w in STAGE_WIDTHS]  # keep the 1:2:4:8 ratios
@@ -181,18 +185,7 @@ def ReActNet18(
         - ReActNet: https://arxiv.org/abs/2003.03488
         - Bi-Real Net: https://arxiv.org/abs/1808.00278
     """
-    return _resnet18(
-        name="ReActNet18",
-        options=common.BlockOptions(binary_weights=binary_weights),
-        input_shape=input_shape,
-        input_tensor=input_tensor,
-        weights=weights,
-        include_top=include_top,
-        num_classes=num_classes,
-        stem=stem,
-        width_multiplier=width_multiplier,
-        padding=padding,
-    )
+    return _resnet18("ReActNet18", **locals())
 
 
 @register_model("resnet")
@@ -246,21 +239,4 @@ def DyResNet18(
         - DyBNN: https://arxiv.org/abs/2110.05185
         - ReActNet: https://arxiv.org/abs/2003.03488
     """
-    return _resnet18(
-        name="DyResNet18",
-        options=common.BlockOptions(
-            binary_weights=binary_weights,
-            dysign=dysign,
-            dyprelu=dyprelu,
-            dysign_options=dysign_options,
-            dyprelu_options=dyprelu_options,
-        ),
-        input_shape=input_shape,
-        input_tensor=input_tensor,
-        weights=weights,
-        include_top=include_top,
-        num_classes=num_classes,
-        stem=stem,
-        width_multiplier=width_multiplier,
-        padding=padding,
-    )
+    return _resnet18("DyResNet18", **locals())
