@@ -157,11 +157,28 @@ SEARCH = {
     "ResNet-18 w0.25 2 epochs b64": Config(
         "search", "ReActNet18", SMALL_RESNET, Budget(2, batch_size=64), note="2 epochs, batch 64"
     ),
+    "ResNet-18 w0.25 2 epochs b64 lr4e-3": Config(
+        "search",
+        "ReActNet18",
+        SMALL_RESNET,
+        Budget(2, batch_size=64, learning_rate=4e-3),
+        note="2 epochs, batch 64, lr 4e-3",
+    ),
+    "ResNet-18 w0.25 3 epochs b64": Config(
+        "search", "ReActNet18", SMALL_RESNET, Budget(3, batch_size=64), note="3 epochs, batch 64"
+    ),
     "ReActNet-A w0.25 2 epochs": Config(
         "search", "ReActNetA", SMALL_MOBILENET, Budget(2), note="2 epochs per step"
     ),
     "ReActNet-A w0.25 2 epochs b64": Config(
         "search", "ReActNetA", SMALL_MOBILENET, Budget(2, batch_size=64), note="batch 64"
+    ),
+    "ReActNet-A w0.5 stride-2 stem b64": Config(
+        "search",
+        "ReActNetA",
+        {"stem": "small_stride2", "width_multiplier": 0.5},
+        Budget(1, batch_size=64),
+        note="widths 16-512, 14x14 after the stem",
     ),
     "CCT-7/3x2 w0.25 2 epochs": Config(
         "search",
@@ -364,7 +381,7 @@ def compare(row: dict, other: dict) -> dict:
         "difference": difference,
         "margin": margin,
         "exceeds_spread": bool(n_a > 1 and n_b > 1 and abs(difference) > margin),
-        "seeds": [n_a, n_b],
+        "seed_counts": [n_a, n_b],
     }
 
 
@@ -417,6 +434,8 @@ def summarize(results: list[dict], configs: dict[str, Config] | None = None) -> 
 
 
 def _verdict(comparison: dict) -> str:
+    if min(comparison["seed_counts"]) < 2:  # no spread to compare with
+        return f"{100 * comparison['difference']:+.2f} (1 seed)"
     return f"{100 * comparison['difference']:+.2f} (+-{100 * comparison['margin']:.2f})" + (
         " *" if comparison["exceeds_spread"] else ""
     )
@@ -438,14 +457,18 @@ def markdown(rows: dict, meta: dict) -> str:
         "| --- | --- | --- | --- | --- | ---: | ---: | --- | --- | --- | ---: |",
     ]
     for row in rows.values():
-        arguments = ", ".join(f"{k}={v}" for k, v in row["kwargs"].items())
+        # the options dicts are spelled out in accuracy.json; the config name says what changed
+        arguments = ", ".join(
+            f"{k}={v}" for k, v in row["kwargs"].items() if not k.endswith("_options")
+        )
+        spread = f" +- {100 * row['std']:.2f}" if len(row["seeds"]) > 1 else ""
         budget = Budget(**row["budget"]).label()
         versus = _verdict(row) if "difference" in row else ""
         reference = _verdict(row["versus_reference"]) if "versus_reference" in row else ""
         lines.append(
             f"| {row['experiment']} | {row['config']} | {row['model']} | {arguments} | "
             f"{budget} | {row['parameters']:,} | {len(row['seeds'])} | "
-            f"{100 * row['mean']:.2f} +- {100 * row['std']:.2f} | {versus} | {reference} | "
+            f"{100 * row['mean']:.2f}{spread} | {versus} | {reference} | "
             f"{row['minutes']:.1f} ({row['cpu_minutes']:.1f}) |"
         )
     return "\n".join(lines) + "\n"

@@ -82,7 +82,9 @@ def test_summary_statistics_and_the_seed_spread_rule():
     variant_std = rows["variant"]["std"]
     assert versus["difference"] == pytest.approx(0.0, abs=1e-12)
     assert versus["margin"] == pytest.approx(2 * math.sqrt(variant_std**2 / 4 + 0.01**2 / 3))
-    assert not versus["exceeds_spread"] and versus["seeds"] == [4, 3]
+    assert not versus["exceeds_spread"] and versus["seed_counts"] == [4, 3]
+    # a comparison does not replace the row's own seeds (it once did: "2 seeds" for 1 run)
+    assert rows["variant"]["seeds"] == [0, 1, 2, 3] and dy["seeds"] == [0, 1, 2]
 
 
 def test_configs_that_train_the_same_thing_share_their_runs():
