@@ -18,7 +18,7 @@ import warnings
 import larq_compute_engine as lce
 import tensorflow as tf
 from larq_compute_engine.mlir.python import converter as lce_converter
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: tqdm.auto warns in kernels without ipywidgets
 
 from ..files import check_output_path, write_atomically
 from . import flatbuffer as fbs
