@@ -227,14 +227,15 @@ def _cct(
 ) -> tf.keras.Model:
     """The family's builder; the public constructors pass it their arguments (`locals()`),
     those of `common.BlockOptions` gathered in `block_options`."""
-    options = common.BlockOptions(**block_options)
-    common.check_common_arguments(
+    options = common.validated_options(
+        name,
+        block_options,
         input_shape=input_shape,
+        input_tensor=input_tensor,
         weights=weights,
         include_top=include_top,
         num_classes=num_classes,
         width_multiplier=width_multiplier,
-        input_tensor=input_tensor,
     )
     _check_cct_arguments(
         variant=variant,

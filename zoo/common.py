@@ -82,6 +82,36 @@ def resolve_padding(padding: str | None, weights, *, model_name: str, include_to
     return recorded or "lce"
 
 
+def validated_options(
+    name: str,
+    block_options: dict,
+    *,
+    input_shape,
+    input_tensor,
+    weights,
+    include_top: bool,
+    num_classes: int,
+    stem: str = "auto",
+    width_multiplier: float = 1.0,
+) -> BlockOptions:
+    """A family builder's `BlockOptions`, once all its common arguments are valid: the
+    options' own checks, then `check_common_arguments`, then the padding resolved from the
+    weights (`resolve_padding`; model `name` finds the weights file)."""
+    options = BlockOptions(**block_options)
+    check_common_arguments(
+        input_shape=input_shape,
+        weights=weights,
+        include_top=include_top,
+        num_classes=num_classes,
+        stem=stem,
+        width_multiplier=width_multiplier,
+        input_tensor=input_tensor,
+        padding=options.padding,
+    )
+    padding = resolve_padding(options.padding, weights, model_name=name, include_top=include_top)
+    return dataclasses.replace(options, padding=padding)
+
+
 def _check_layer_options(argument: str, options, layer_class, enabled: bool, flag: str) -> None:
     if options is None:
         return

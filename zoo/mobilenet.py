@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import tensorflow as tf
 
 from . import common, pytorch_padding
@@ -80,21 +78,17 @@ def _reactnet_a(
 ) -> tf.keras.Model:
     """The family's builder; the public constructors pass it their arguments (`locals()`),
     those of `common.BlockOptions` gathered in `block_options`."""
-    options = common.BlockOptions(**block_options)
-    common.check_common_arguments(
+    options = common.validated_options(
+        name,
+        block_options,
         input_shape=input_shape,
+        input_tensor=input_tensor,
         weights=weights,
         include_top=include_top,
         num_classes=num_classes,
         stem=stem,
         width_multiplier=width_multiplier,
-        input_tensor=input_tensor,
-        padding=options.padding,
     )
-    padding = common.resolve_padding(
-        options.padding, weights, model_name=name, include_top=include_top
-    )
-    options = dataclasses.replace(options, padding=padding)
     base = common.scaled_width(WIDTHS[0], width_multiplier)
     widths = [base * w // WIDTHS[0] for w in WIDTHS]  # blocks keep or double the width
     inputs = common.model_inputs(input_shape, input_tensor)
