@@ -264,14 +264,15 @@ def _cct(
     x = tf.keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name="final_norm")(x)
     x = _sequence_pool(x)
 
-    outputs = common.classification_head(x, num_classes, pool=False) if include_top else x
     return common.finish_model(
         inputs,
-        outputs,
+        x,
         input_tensor=input_tensor,
         name=name,
         weights=weights,
         include_top=include_top,
+        num_classes=num_classes,
+        pool=False,
     )
 
 

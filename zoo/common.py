@@ -12,7 +12,7 @@ import tensorflow as tf
 from ..checks import check_bool, check_choice, check_positive_int
 from ..layers import DyPReLU, DySign, RPReLU, RSign
 from . import weights as weights_module
-from .pytorch_padding import PADDINGS
+from .pytorch_padding import PADDINGS, warn_small_maps
 
 DEFAULT_INPUT_SHAPE = (224, 224, 3)
 STEMS = ("auto", "imagenet", "small", "small_stride2")
@@ -287,18 +287,25 @@ def classification_head(x: tf.Tensor, num_classes: int, *, pool: bool = True) ->
 
 def finish_model(
     inputs: tf.Tensor,
-    outputs: tf.Tensor,
+    features: tf.Tensor,
     *,
     input_tensor,
     name: str,
     weights,
     include_top: bool,
+    num_classes: int,
+    padding: str = "lce",
+    pool: bool = True,
 ) -> tf.keras.Model:
-    """Wrap the graph in a `Model` (from `input_tensor`'s sources if one was given) and load
-    `weights`."""
+    """Add the `classification_head` (with `include_top`; `pool` as there), wrap the graph in
+    a `Model` (from `input_tensor`'s sources if one was given) and load `weights`; with
+    `padding="pytorch"`, warn about the maps LCE pads wrongly (`warn_small_maps`)."""
+    outputs = classification_head(features, num_classes, pool=pool) if include_top else features
     model_inputs_ = (
         tf.keras.utils.get_source_inputs(input_tensor) if input_tensor is not None else inputs
     )
     model = tf.keras.Model(model_inputs_, outputs, name=name)
     weights_module.load_pretrained(model, weights, model_name=name, include_top=include_top)
+    if padding == "pytorch":
+        warn_small_maps(model)
     return model

@@ -103,18 +103,16 @@ def _resnet18(
                 options=options,
             )
 
-    outputs = common.classification_head(x, num_classes) if include_top else x
-    model = common.finish_model(
+    return common.finish_model(
         inputs,
-        outputs,
+        x,
         input_tensor=input_tensor,
         name=name,
         weights=weights,
         include_top=include_top,
+        num_classes=num_classes,
+        padding=options.padding,
     )
-    if options.padding == "pytorch":
-        pytorch_padding.warn_small_maps(model)
-    return model
 
 
 @register_model("resnet")
