@@ -12,7 +12,7 @@ import tensorflow as tf
 from ..checks import check_bool, check_choice, check_positive_int
 from ..layers import DyPReLU, DySign, RPReLU, RSign
 from . import weights as weights_module
-from .pytorch_padding import PADDINGS, warn_small_maps
+from .pytorch_padding import PADDINGS, SpatialReverse, warn_small_maps
 
 DEFAULT_INPUT_SHAPE = (224, 224, 3)
 STEMS = ("auto", "imagenet", "small", "small_stride2")
@@ -275,6 +275,34 @@ class BlockOptions:
 
 def batch_norm(name: str) -> tf.keras.layers.BatchNormalization:
     return tf.keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name)
+
+
+def conv_stem(
+    inputs: tf.Tensor,
+    filters: int,
+    *,
+    kernel_size: int,
+    strides: int,
+    pool: bool,
+    reflect: bool,
+) -> tf.Tensor:
+    """The ResNet and ReActNet-A stem: FP conv (no bias, "same") + BN, then max-pool 3x3/2
+    with `pool`; layers `stem_conv`, `stem_bn`, `stem_pool`.
+
+    `reflect` (for `padding="pytorch"`): PyTorch's symmetric padding of the stride-2 conv and
+    pool by one reflection around both (`pytorch_padding`; the kernel is stored rotated),
+    layers `stem_reverse` and `stem_unreverse`.
+    """
+    x = SpatialReverse(name="stem_reverse")(inputs) if reflect else inputs
+    x = tf.keras.layers.Conv2D(
+        filters, kernel_size, strides=strides, padding="same", use_bias=False, name="stem_conv"
+    )(x)
+    x = batch_norm("stem_bn")(x)
+    if pool:
+        x = tf.keras.layers.MaxPool2D(3, strides=2, padding="same", name="stem_pool")(x)
+    if reflect:
+        x = SpatialReverse(name="stem_unreverse")(x)
+    return x
 
 
 def classification_head(x: tf.Tensor, num_classes: int, *, pool: bool = True) -> tf.Tensor:

@@ -93,16 +93,14 @@ def _reactnet_a(
     widths = [base * w // WIDTHS[0] for w in WIDTHS]  # blocks keep or double the width
     inputs = common.model_inputs(input_shape, input_tensor)
     stem_strides = 1 if common.resolve_stem(stem, inputs) == "small" else 2
-    # padding="pytorch": PyTorch's symmetric padding of the stride-2 stem conv by a
-    # reflection around it (pytorch_padding; the kernel is stored rotated)
-    reflect = stem_strides == 2 and options.padding == "pytorch"
-    x = pytorch_padding.SpatialReverse(name="stem_reverse")(inputs) if reflect else inputs
-    x = tf.keras.layers.Conv2D(
-        widths[0], 3, strides=stem_strides, padding="same", use_bias=False, name="stem_conv"
-    )(x)
-    x = common.batch_norm("stem_bn")(x)
-    if reflect:
-        x = pytorch_padding.SpatialReverse(name="stem_unreverse")(x)
+    x = common.conv_stem(
+        inputs,
+        widths[0],
+        kernel_size=3,
+        strides=stem_strides,
+        pool=False,
+        reflect=stem_strides == 2 and options.padding == "pytorch",
+    )
 
     for index, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:]), start=1):
         strides = 2 if c_out != c_in and c_in != widths[0] else 1

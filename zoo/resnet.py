@@ -69,28 +69,17 @@ def _resnet18(
     base = common.scaled_width(STAGE_WIDTHS[0], width_multiplier)
     widths = [base * w // STAGE_WIDTHS[0] for w in STAGE_WIDTHS]  # keep the 1:2:4:8 ratios
     inputs = common.model_inputs(input_shape, input_tensor)
-    if common.resolve_stem(stem, inputs) == "imagenet":
-        # padding="pytorch": PyTorch's symmetric padding of the stride-2 conv and max-pool by
-        # one reflection around both (pytorch_padding; the kernel is stored rotated)
-        reflect = options.padding == "pytorch"
-        x = pytorch_padding.SpatialReverse(name="stem_reverse")(inputs) if reflect else inputs
-        x = tf.keras.layers.Conv2D(
-            widths[0], 7, strides=2, padding="same", use_bias=False, name="stem_conv"
-        )(x)
-        x = common.batch_norm("stem_bn")(x)
-        x = tf.keras.layers.MaxPool2D(3, strides=2, padding="same", name="stem_pool")(x)
-        if reflect:
-            x = pytorch_padding.SpatialReverse(name="stem_unreverse")(x)
-    else:
-        x = tf.keras.layers.Conv2D(
-            widths[0],
-            3,
-            strides=2 if common.resolve_stem(stem, inputs) == "small_stride2" else 1,
-            padding="same",
-            use_bias=False,
-            name="stem_conv",
-        )(inputs)
-        x = common.batch_norm("stem_bn")(x)
+    stem = common.resolve_stem(stem, inputs)
+    # "imagenet": the paper's conv7x7/2 + max-pool3x3/2; "small" and "small_stride2": a
+    # conv3x3 (stride 1 or 2) without pool or reflection
+    x = common.conv_stem(
+        inputs,
+        widths[0],
+        kernel_size=7 if stem == "imagenet" else 3,
+        strides=1 if stem == "small" else 2,
+        pool=stem == "imagenet",
+        reflect=stem == "imagenet" and options.padding == "pytorch",
+    )
 
     for stage, filters in enumerate(widths, start=1):
         for block in range(1, BLOCKS_PER_STAGE + 1):
