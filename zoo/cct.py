@@ -49,6 +49,15 @@ class CCTVariant:
         return self.dim * self.mlp_ratio
 
 
+_CCT_7_3X1 = CCTVariant(
+    num_layers=7,
+    kernel_size=3,
+    tokenizer_convs=1,
+    tokenizer_width=64,
+    num_heads=4,
+    dim=256,
+    mlp_ratio=2,
+)
 VARIANTS = {
     "14/7x2": CCTVariant(
         num_layers=14,
@@ -59,25 +68,9 @@ VARIANTS = {
         dim=384,
         mlp_ratio=3,
     ),
-    "7/3x1": CCTVariant(
-        num_layers=7,
-        kernel_size=3,
-        tokenizer_convs=1,
-        tokenizer_width=64,
-        num_heads=4,
-        dim=256,
-        mlp_ratio=2,
-    ),
+    "7/3x1": _CCT_7_3X1,
     # two 3x3 tokenizer convs, each with its max-pool 3x3/2: 49 tokens on 28x28 (7/3x1: 196)
-    "7/3x2": CCTVariant(
-        num_layers=7,
-        kernel_size=3,
-        tokenizer_convs=2,
-        tokenizer_width=64,
-        num_heads=4,
-        dim=256,
-        mlp_ratio=2,
-    ),
+    "7/3x2": dataclasses.replace(_CCT_7_3X1, tokenizer_convs=2),
 }
 
 
