@@ -20,22 +20,37 @@ STEMS = ("auto", "imagenet", "small", "small_stride2")
 SMALL_INPUT_LIMIT = 112
 
 
-def check_common_arguments(
+def resolve_padding(padding: str | None, weights, *, model_name: str, include_top: bool) -> str:
+    """`padding=None` -> the padding the weights were made for ("pytorch" for those imported
+    from ReActNet's PyTorch checkpoints, see `weights.recorded_padding`), else "lce"."""
+    if padding is not None:
+        return padding
+    recorded = weights_module.recorded_padding(
+        weights, model_name=model_name, include_top=include_top
+    )
+    return recorded or "lce"
+
+
+def validated_options(
+    name: str,
+    block_options: dict,
     *,
     input_shape,
+    input_tensor,
     weights,
     include_top: bool,
     num_classes: int,
     stem: str = "auto",
     width_multiplier: float = 1.0,
-    input_tensor=None,
-    padding: str | None = None,
-) -> None:
-    """Validate the arguments every zoo constructor takes, before any work.
+) -> BlockOptions:
+    """Validate the arguments every zoo constructor takes, before any work, and return the
+    family builder's `BlockOptions` (from `block_options`) with the padding resolved from the
+    weights of model `name` (`resolve_padding`).
 
     Raises:
         ValueError: naming the argument, the value received and what is allowed.
     """
+    options = BlockOptions(**block_options)
     if input_shape is not None:
         shape = tuple(input_shape) if isinstance(input_shape, tuple | list) else ()
         if len(shape) != 3 or not all(
@@ -65,48 +80,9 @@ def check_common_arguments(
         raise ValueError(
             f"Expected width_multiplier to be a number in (0, 4], but got {width_multiplier!r}."
         )
-    check_choice("padding", padding, (*PADDINGS, None))
+    check_choice("padding", options.padding, (*PADDINGS, None))
     weights_module.validate_weights_argument(
         weights, include_top=include_top, num_classes=num_classes
-    )
-
-
-def resolve_padding(padding: str | None, weights, *, model_name: str, include_top: bool) -> str:
-    """`padding=None` -> the padding the weights were made for ("pytorch" for those imported
-    from ReActNet's PyTorch checkpoints, see `weights.recorded_padding`), else "lce"."""
-    if padding is not None:
-        return padding
-    recorded = weights_module.recorded_padding(
-        weights, model_name=model_name, include_top=include_top
-    )
-    return recorded or "lce"
-
-
-def validated_options(
-    name: str,
-    block_options: dict,
-    *,
-    input_shape,
-    input_tensor,
-    weights,
-    include_top: bool,
-    num_classes: int,
-    stem: str = "auto",
-    width_multiplier: float = 1.0,
-) -> BlockOptions:
-    """A family builder's `BlockOptions`, once all its common arguments are valid: the
-    options' own checks, then `check_common_arguments`, then the padding resolved from the
-    weights (`resolve_padding`; model `name` finds the weights file)."""
-    options = BlockOptions(**block_options)
-    check_common_arguments(
-        input_shape=input_shape,
-        weights=weights,
-        include_top=include_top,
-        num_classes=num_classes,
-        stem=stem,
-        width_multiplier=width_multiplier,
-        input_tensor=input_tensor,
-        padding=options.padding,
     )
     padding = resolve_padding(options.padding, weights, model_name=name, include_top=include_top)
     return dataclasses.replace(options, padding=padding)
