@@ -49,6 +49,15 @@ class CCTVariant:
         return self.dim * self.mlp_ratio
 
 
+_CCT_7_3X1 = CCTVariant(
+    num_layers=7,
+    kernel_size=3,
+    tokenizer_convs=1,
+    tokenizer_width=64,
+    num_heads=4,
+    dim=256,
+    mlp_ratio=2,
+)
 VARIANTS = {
     "14/7x2": CCTVariant(
         num_layers=14,
@@ -59,25 +68,9 @@ VARIANTS = {
         dim=384,
         mlp_ratio=3,
     ),
-    "7/3x1": CCTVariant(
-        num_layers=7,
-        kernel_size=3,
-        tokenizer_convs=1,
-        tokenizer_width=64,
-        num_heads=4,
-        dim=256,
-        mlp_ratio=2,
-    ),
+    "7/3x1": _CCT_7_3X1,
     # two 3x3 tokenizer convs, each with its max-pool 3x3/2: 49 tokens on 28x28 (7/3x1: 196)
-    "7/3x2": CCTVariant(
-        num_layers=7,
-        kernel_size=3,
-        tokenizer_convs=2,
-        tokenizer_width=64,
-        num_heads=4,
-        dim=256,
-        mlp_ratio=2,
-    ),
+    "7/3x2": dataclasses.replace(_CCT_7_3X1, tokenizer_convs=2),
 }
 
 
@@ -227,14 +220,15 @@ def _cct(
 ) -> tf.keras.Model:
     """The family's builder; the public constructors pass it their arguments (`locals()`),
     those of `common.BlockOptions` gathered in `block_options`."""
-    options = common.BlockOptions(**block_options)
-    common.check_common_arguments(
+    options = common.validated_options(
+        name,
+        block_options,
         input_shape=input_shape,
+        input_tensor=input_tensor,
         weights=weights,
         include_top=include_top,
         num_classes=num_classes,
         width_multiplier=width_multiplier,
-        input_tensor=input_tensor,
     )
     _check_cct_arguments(
         variant=variant,
@@ -263,14 +257,15 @@ def _cct(
     x = tf.keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name="final_norm")(x)
     x = _sequence_pool(x)
 
-    outputs = common.classification_head(x, num_classes, pool=False) if include_top else x
     return common.finish_model(
         inputs,
-        outputs,
+        x,
         input_tensor=input_tensor,
         name=name,
         weights=weights,
         include_top=include_top,
+        num_classes=num_classes,
+        pool=False,
     )
 
 

@@ -12,7 +12,7 @@ import tensorflow as tf
 from ..checks import check_bool, check_choice, check_positive_int
 from ..layers import DyPReLU, DySign, RPReLU, RSign
 from . import weights as weights_module
-from .pytorch_padding import PADDINGS
+from .pytorch_padding import PADDINGS, SpatialReverse, warn_small_maps
 
 DEFAULT_INPUT_SHAPE = (224, 224, 3)
 STEMS = ("auto", "imagenet", "small", "small_stride2")
@@ -20,22 +20,37 @@ STEMS = ("auto", "imagenet", "small", "small_stride2")
 SMALL_INPUT_LIMIT = 112
 
 
-def check_common_arguments(
+def resolve_padding(padding: str | None, weights, *, model_name: str, include_top: bool) -> str:
+    """`padding=None` -> the padding the weights were made for ("pytorch" for those imported
+    from ReActNet's PyTorch checkpoints, see `weights.recorded_padding`), else "lce"."""
+    if padding is not None:
+        return padding
+    recorded = weights_module.recorded_padding(
+        weights, model_name=model_name, include_top=include_top
+    )
+    return recorded or "lce"
+
+
+def validated_options(
+    name: str,
+    block_options: dict,
     *,
     input_shape,
+    input_tensor,
     weights,
     include_top: bool,
     num_classes: int,
     stem: str = "auto",
     width_multiplier: float = 1.0,
-    input_tensor=None,
-    padding: str | None = None,
-) -> None:
-    """Validate the arguments every zoo constructor takes, before any work.
+) -> BlockOptions:
+    """Validate the arguments every zoo constructor takes, before any work, and return the
+    family builder's `BlockOptions` (from `block_options`) with the padding resolved from the
+    weights of model `name` (`resolve_padding`).
 
     Raises:
         ValueError: naming the argument, the value received and what is allowed.
     """
+    options = BlockOptions(**block_options)
     if input_shape is not None:
         shape = tuple(input_shape) if isinstance(input_shape, tuple | list) else ()
         if len(shape) != 3 or not all(
@@ -65,21 +80,12 @@ def check_common_arguments(
         raise ValueError(
             f"Expected width_multiplier to be a number in (0, 4], but got {width_multiplier!r}."
         )
-    check_choice("padding", padding, (*PADDINGS, None))
+    check_choice("padding", options.padding, (*PADDINGS, None))
     weights_module.validate_weights_argument(
         weights, include_top=include_top, num_classes=num_classes
     )
-
-
-def resolve_padding(padding: str | None, weights, *, model_name: str, include_top: bool) -> str:
-    """`padding=None` -> the padding the weights were made for ("pytorch" for those imported
-    from ReActNet's PyTorch checkpoints, see `weights.recorded_padding`), else "lce"."""
-    if padding is not None:
-        return padding
-    recorded = weights_module.recorded_padding(
-        weights, model_name=model_name, include_top=include_top
-    )
-    return recorded or "lce"
+    padding = resolve_padding(options.padding, weights, model_name=name, include_top=include_top)
+    return dataclasses.replace(options, padding=padding)
 
 
 def _check_layer_options(argument: str, options, layer_class, enabled: bool, flag: str) -> None:
@@ -247,6 +253,34 @@ def batch_norm(name: str) -> tf.keras.layers.BatchNormalization:
     return tf.keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name)
 
 
+def conv_stem(
+    inputs: tf.Tensor,
+    filters: int,
+    *,
+    kernel_size: int,
+    strides: int,
+    pool: bool,
+    reflect: bool,
+) -> tf.Tensor:
+    """The ResNet and ReActNet-A stem: FP conv (no bias, "same") + BN, then max-pool 3x3/2
+    with `pool`; layers `stem_conv`, `stem_bn`, `stem_pool`.
+
+    `reflect` (for `padding="pytorch"`): PyTorch's symmetric padding of the stride-2 conv and
+    pool by one reflection around both (`pytorch_padding`; the kernel is stored rotated),
+    layers `stem_reverse` and `stem_unreverse`.
+    """
+    x = SpatialReverse(name="stem_reverse")(inputs) if reflect else inputs
+    x = tf.keras.layers.Conv2D(
+        filters, kernel_size, strides=strides, padding="same", use_bias=False, name="stem_conv"
+    )(x)
+    x = batch_norm("stem_bn")(x)
+    if pool:
+        x = tf.keras.layers.MaxPool2D(3, strides=2, padding="same", name="stem_pool")(x)
+    if reflect:
+        x = SpatialReverse(name="stem_unreverse")(x)
+    return x
+
+
 def classification_head(x: tf.Tensor, num_classes: int, *, pool: bool = True) -> tf.Tensor:
     """Global average pool (for feature maps), full-precision dense, softmax (as larq-zoo)."""
     if pool:
@@ -257,18 +291,25 @@ def classification_head(x: tf.Tensor, num_classes: int, *, pool: bool = True) ->
 
 def finish_model(
     inputs: tf.Tensor,
-    outputs: tf.Tensor,
+    features: tf.Tensor,
     *,
     input_tensor,
     name: str,
     weights,
     include_top: bool,
+    num_classes: int,
+    padding: str = "lce",
+    pool: bool = True,
 ) -> tf.keras.Model:
-    """Wrap the graph in a `Model` (from `input_tensor`'s sources if one was given) and load
-    `weights`."""
+    """Add the `classification_head` (with `include_top`; `pool` as there), wrap the graph in
+    a `Model` (from `input_tensor`'s sources if one was given) and load `weights`; with
+    `padding="pytorch"`, warn about the maps LCE pads wrongly (`warn_small_maps`)."""
+    outputs = classification_head(features, num_classes, pool=pool) if include_top else features
     model_inputs_ = (
         tf.keras.utils.get_source_inputs(input_tensor) if input_tensor is not None else inputs
     )
     model = tf.keras.Model(model_inputs_, outputs, name=name)
     weights_module.load_pretrained(model, weights, model_name=name, include_top=include_top)
+    if padding == "pytorch":
+        warn_small_maps(model)
     return model

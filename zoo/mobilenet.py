@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import tensorflow as tf
 
 from . import common, pytorch_padding
@@ -80,52 +78,44 @@ def _reactnet_a(
 ) -> tf.keras.Model:
     """The family's builder; the public constructors pass it their arguments (`locals()`),
     those of `common.BlockOptions` gathered in `block_options`."""
-    options = common.BlockOptions(**block_options)
-    common.check_common_arguments(
+    options = common.validated_options(
+        name,
+        block_options,
         input_shape=input_shape,
+        input_tensor=input_tensor,
         weights=weights,
         include_top=include_top,
         num_classes=num_classes,
         stem=stem,
         width_multiplier=width_multiplier,
-        input_tensor=input_tensor,
-        padding=options.padding,
     )
-    padding = common.resolve_padding(
-        options.padding, weights, model_name=name, include_top=include_top
-    )
-    options = dataclasses.replace(options, padding=padding)
     base = common.scaled_width(WIDTHS[0], width_multiplier)
     widths = [base * w // WIDTHS[0] for w in WIDTHS]  # blocks keep or double the width
     inputs = common.model_inputs(input_shape, input_tensor)
     stem_strides = 1 if common.resolve_stem(stem, inputs) == "small" else 2
-    # padding="pytorch": PyTorch's symmetric padding of the stride-2 stem conv by a
-    # reflection around it (pytorch_padding; the kernel is stored rotated)
-    reflect = stem_strides == 2 and options.padding == "pytorch"
-    x = pytorch_padding.SpatialReverse(name="stem_reverse")(inputs) if reflect else inputs
-    x = tf.keras.layers.Conv2D(
-        widths[0], 3, strides=stem_strides, padding="same", use_bias=False, name="stem_conv"
-    )(x)
-    x = common.batch_norm("stem_bn")(x)
-    if reflect:
-        x = pytorch_padding.SpatialReverse(name="stem_unreverse")(x)
+    x = common.conv_stem(
+        inputs,
+        widths[0],
+        kernel_size=3,
+        strides=stem_strides,
+        pool=False,
+        reflect=stem_strides == 2 and options.padding == "pytorch",
+    )
 
     for index, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:]), start=1):
         strides = 2 if c_out != c_in and c_in != widths[0] else 1
         x = _block(x, c_out, strides, name=f"block{index}", options=options)
 
-    outputs = common.classification_head(x, num_classes) if include_top else x
-    model = common.finish_model(
+    return common.finish_model(
         inputs,
-        outputs,
+        x,
         input_tensor=input_tensor,
         name=name,
         weights=weights,
         include_top=include_top,
+        num_classes=num_classes,
+        padding=options.padding,
     )
-    if options.padding == "pytorch":
-        pytorch_padding.warn_small_maps(model)
-    return model
 
 
 @register_model("mobilenet")

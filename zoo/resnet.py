@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import tensorflow as tf
 
 from . import common, pytorch_padding
@@ -57,46 +55,31 @@ def _resnet18(
 ) -> tf.keras.Model:
     """The family's builder; the public constructors pass it their arguments (`locals()`),
     those of `common.BlockOptions` gathered in `block_options`."""
-    options = common.BlockOptions(**block_options)
-    common.check_common_arguments(
+    options = common.validated_options(
+        name,
+        block_options,
         input_shape=input_shape,
+        input_tensor=input_tensor,
         weights=weights,
         include_top=include_top,
         num_classes=num_classes,
         stem=stem,
         width_multiplier=width_multiplier,
-        input_tensor=input_tensor,
-        padding=options.padding,
     )
-    padding = common.resolve_padding(
-        options.padding, weights, model_name=name, include_top=include_top
-    )
-    options = dataclasses.replace(options, padding=padding)
     base = common.scaled_width(STAGE_WIDTHS[0], width_multiplier)
     widths = [base * w // STAGE_WIDTHS[0] for w in STAGE_WIDTHS]  # keep the 1:2:4:8 ratios
     inputs = common.model_inputs(input_shape, input_tensor)
-    if common.resolve_stem(stem, inputs) == "imagenet":
-        # padding="pytorch": PyTorch's symmetric padding of the stride-2 conv and max-pool by
-        # one reflection around both (pytorch_padding; the kernel is stored rotated)
-        reflect = options.padding == "pytorch"
-        x = pytorch_padding.SpatialReverse(name="stem_reverse")(inputs) if reflect else inputs
-        x = tf.keras.layers.Conv2D(
-            widths[0], 7, strides=2, padding="same", use_bias=False, name="stem_conv"
-        )(x)
-        x = common.batch_norm("stem_bn")(x)
-        x = tf.keras.layers.MaxPool2D(3, strides=2, padding="same", name="stem_pool")(x)
-        if reflect:
-            x = pytorch_padding.SpatialReverse(name="stem_unreverse")(x)
-    else:
-        x = tf.keras.layers.Conv2D(
-            widths[0],
-            3,
-            strides=2 if common.resolve_stem(stem, inputs) == "small_stride2" else 1,
-            padding="same",
-            use_bias=False,
-            name="stem_conv",
-        )(inputs)
-        x = common.batch_norm("stem_bn")(x)
+    stem = common.resolve_stem(stem, inputs)
+    # "imagenet": the paper's conv7x7/2 + max-pool3x3/2; "small" and "small_stride2": a
+    # conv3x3 (stride 1 or 2) without pool or reflection
+    x = common.conv_stem(
+        inputs,
+        widths[0],
+        kernel_size=7 if stem == "imagenet" else 3,
+        strides=1 if stem == "small" else 2,
+        pool=stem == "imagenet",
+        reflect=stem == "imagenet" and options.padding == "pytorch",
+    )
 
     for stage, filters in enumerate(widths, start=1):
         for block in range(1, BLOCKS_PER_STAGE + 1):
@@ -109,18 +92,16 @@ def _resnet18(
                 options=options,
             )
 
-    outputs = common.classification_head(x, num_classes) if include_top else x
-    model = common.finish_model(
+    return common.finish_model(
         inputs,
-        outputs,
+        x,
         input_tensor=input_tensor,
         name=name,
         weights=weights,
         include_top=include_top,
+        num_classes=num_classes,
+        padding=options.padding,
     )
-    if options.padding == "pytorch":
-        pytorch_padding.warn_small_maps(model)
-    return model
 
 
 @register_model("resnet")
