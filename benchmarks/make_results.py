@@ -342,6 +342,20 @@ def plain_sentence(accuracy) -> str | None:
     pairs = _evidence_pairs(accuracy)
     if not pairs:
         return None
+    early = [d for _, d in pairs if min(d["seed_counts"]) < 2]
+    pairs = [(b, d) for b, d in pairs if min(d["seed_counts"]) >= 2]
+    waiting = (
+        "too few seeds for a verdict yet: "
+        + ", ".join(
+            f"{d['config']} {100 * d['difference']:+.2f} points "
+            f"({d['seed_counts'][0]} / {d['seed_counts'][1]} seeds)"
+            for d in early
+        )
+        if early
+        else None
+    )
+    if not pairs:
+        return f"- **At this scale (Fashion-MNIST, the small-input presets):** {waiting}."
     helped = [d for _, d in pairs if d["exceeds_spread"] and d["difference"] > 0]
     hurt = [d for _, d in pairs if d["exceeds_spread"] and d["difference"] < 0]
     neutral = [d for _, d in pairs if not d["exceeds_spread"]]
@@ -372,6 +386,8 @@ def plain_sentence(accuracy) -> str | None:
             )
             + " points) is within two standard errors: no measurable effect at this scale"
         )
+    if waiting:
+        parts.append(waiting)
     seeds = min(min(len(b["seeds"]), len(d["seeds"])) for b, d in pairs)
     return (
         f"- **At this scale (Fashion-MNIST, the small-input presets, {seeds}+ seeds per "

@@ -98,3 +98,22 @@ def test_configs_that_train_the_same_thing_share_their_runs():
     )
     assert other.digest() != study.digest()
     assert accuracy_benchmark.run_id(study, 3).endswith(f"-{study.digest()}-seed3")
+
+
+def test_the_plain_sentence_gives_no_verdict_on_a_single_seed():
+    runs = [
+        *(_run("ReActNet18", s, a) for s, a in enumerate([0.80, 0.81])),
+        _run("DyResNet18", 0, 0.85),
+        *(_run("ReActNetA", s, a) for s, a in enumerate([0.80, 0.81, 0.82])),
+        *(_run("DyMobileNet", s, a) for s, a in enumerate([0.85, 0.86, 0.87])),
+    ]
+    rows = accuracy_benchmark.summarize(runs, _configs())
+    for row in rows.values():
+        row["kwargs"], row["budget"] = (
+            {},
+            accuracy_benchmark.dataclasses.asdict(accuracy_benchmark.Budget(1)),
+        )
+    sentence = make_results.plain_sentence({"rows": rows})
+    assert "too few seeds for a verdict yet: DyResNet18 +4.50 points (1 / 2 seeds)" in sentence
+    assert "DySign helps DyMobileNet by 5.00 points" in sentence
+    assert "no measurable effect" not in sentence
