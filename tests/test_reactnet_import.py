@@ -223,3 +223,25 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     torch_format.write_checkpoint(checkpoint, ref.random_state("ReActNetA", seed=4))
     status, err = run(checkpoint, "--model", "ReActNet18")
     assert status == 2 and "--model ReActNetA" in err
+
+
+@pytest.mark.parametrize("name", ["ReActNet18", "ReActNetA"])
+def test_a_stride2_small_stem_pads_as_pytorch_with_padding_pytorch(name):
+    """`padding="pytorch"` means PyTorch's symmetric padding for every stride-2 stem (the
+    ResNet's "small_stride2" stem once kept TensorFlow's asymmetric "same")."""
+    model = zoo.get_model(
+        name,
+        input_shape=(16, 16, 3),
+        num_classes=10,
+        stem="small_stride2",
+        padding="pytorch",
+        width_multiplier=0.25,
+    )
+    stem = tf.keras.Model(model.input, model.get_layer("stem_unreverse").output)
+    images = np.random.default_rng(0).uniform(-1, 1, (2, 16, 16, 3)).astype(np.float32)
+    kernel = model.get_layer("stem_conv").kernel.numpy()[::-1, ::-1]  # stored rotated
+    expected = ref.conv2d(images.transpose(0, 3, 1, 2), kernel.transpose(3, 2, 0, 1), 2, 1)
+    epsilon = model.get_layer("stem_bn").epsilon  # fresh BatchNorm: x / sqrt(1 + epsilon)
+    np.testing.assert_allclose(
+        stem(images).numpy(), expected.transpose(0, 2, 3, 1) / np.sqrt(1 + epsilon), atol=1e-5
+    )

@@ -71,14 +71,15 @@ def _resnet18(
     inputs = common.model_inputs(input_shape, input_tensor)
     stem = common.resolve_stem(stem, inputs)
     # "imagenet": the paper's conv7x7/2 + max-pool3x3/2; "small" and "small_stride2": a
-    # conv3x3 (stride 1 or 2) without pool or reflection
+    # conv3x3 (stride 1 or 2) without pool; a stride-2 stem is reflected for padding="pytorch"
+    stem_strides = 1 if stem == "small" else 2
     x = common.conv_stem(
         inputs,
         widths[0],
         kernel_size=7 if stem == "imagenet" else 3,
-        strides=1 if stem == "small" else 2,
+        strides=stem_strides,
         pool=stem == "imagenet",
-        reflect=stem == "imagenet" and options.padding == "pytorch",
+        reflect=stem_strides == 2 and options.padding == "pytorch",
     )
 
     for stage, filters in enumerate(widths, start=1):
