@@ -309,7 +309,8 @@ def headline(accuracy, export, throughput) -> str:
     for base, dy in _evidence_pairs(accuracy):
         lines.append(
             f"- Fashion-MNIST, `small-input` preset ({_config(dy['kwargs'])}, "
-            f"{_budget(dy['budget'])}), {len(dy['seeds'])} seeds: {dy['config']} "
+            f"{_budget(dy['budget'])}), {len(dy['seeds'])} / {len(base['seeds'])} seeds: "
+            f"{dy['config']} "
             f"{_pct(dy['mean'])}% vs {base['config']} {_pct(base['mean'])}%: {_verdict(dy)}."
         )
     if export:
