@@ -55,7 +55,7 @@ PRESETS: dict[str, dict[str, Preset]] = {
             learning_rate=2e-3,
             jit_compile=True,
             description="ResNet-18 for 28x28-32x32 inputs: small stem, widths 16-128; "
-            "ReActNet18 reached 89.7% on Fashion-MNIST (seed 0, 25 minutes).",
+            "ReActNet18 89.4% on Fashion-MNIST (mean of 5 seeds, 89.0-89.7; bar 90%).",
         ),
         "mobilenet": Preset(
             model_kwargs={"stem": "small", "width_multiplier": 0.25},
