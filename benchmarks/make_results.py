@@ -577,7 +577,12 @@ def reading(accuracy, export, throughput, thresholds) -> list[str]:
             "hundreds of epochs; these runs are minutes long on 28x28 images at reduced width."
         )
     study = {n: r for n, r in rows.items() if r["experiment"] == "study"}
-    if study:
+    if study and min(len(r["seeds"]) for r in study.values()) < 2:
+        lines.append(
+            "- Hyper-function study (section 3): one seed per variant so far, no verdict; the "
+            "seed spread at the preset budget (section 2) is larger than most of its differences."
+        )
+    elif study:
         beyond = [
             n.removeprefix("study ")
             for n, r in study.items()
