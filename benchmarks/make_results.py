@@ -579,8 +579,8 @@ def reading(accuracy, export, throughput, thresholds) -> list[str]:
     study = {n: r for n, r in rows.items() if r["experiment"] == "study"}
     if study and min(len(r["seeds"]) for r in study.values()) < 2:
         lines.append(
-            "- Hyper-function study (section 3): one seed per variant so far, no verdict; the "
-            "seed spread at the preset budget (section 2) is larger than most of its differences."
+            "- Hyper-function study (section 3): one seed per variant so far, no verdict (the "
+            "differences have no spread to be compared with)."
         )
     elif study:
         beyond = [
