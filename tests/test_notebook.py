@@ -14,6 +14,7 @@ NOTEBOOK = os.path.join(os.path.dirname(__file__), "..", "examples", "quickstart
 def test_quickstart_notebook_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("QUICKSTART_TRAIN_EXAMPLES", "512")
     monkeypatch.setenv("QUICKSTART_EPOCHS", "1")
+    monkeypatch.setenv("QUICKSTART_TEST_EXAMPLES", "500")
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     NotebookClient(
