@@ -403,6 +403,7 @@ def _seed_range(accuracy: dict, experiment: str) -> str:
 
 
 def document(accuracy, export, throughput, thresholds) -> str:
+    claims = headline(accuracy, export, throughput).split("\n")[:-1]  # without the link
     out = [
         "# Results",
         "",
@@ -412,9 +413,8 @@ def document(accuracy, export, throughput, thresholds) -> str:
         "",
         "## Headline",
         "",
-        headline(accuracy, export, throughput).rsplit("\n", 1)[0]
-        if "\n" in headline(accuracy, export, throughput)
-        else "- No claim yet: the evidence of section 2 has no finished Dy / baseline pair.",
+        "\n".join(claims)
+        or "- No claim yet: the evidence of section 2 has no finished Dy / baseline pair.",
         "",
     ]
     if accuracy:
