@@ -153,6 +153,9 @@ def test_evaluate_and_publish_weights_take_the_trained_file(trained):
           "--width-multiplier", "0.25", "--epochs", "2", "--steps-per-epoch", "3",
           "--batch-size", "32", "--out", "runs/fm", "--learning-rate", "0.01"], 2,
          "runs/fm/step1 was trained with other settings: learning_rate 0.0005 (now 0.01)."),
+        (["train", "ReActNet18", "--dataset", "fashion_mnist", "--epochs", "1", "--step", "1",
+          "--schedule", "one-step", "--out", "runs/other"], 2,
+         "Expected step to be 'both' (the default) with schedule='one-step'"),
     ],
 )  # fmt: skip
 def test_user_errors_are_one_line_with_the_exit_status_and_change_nothing(

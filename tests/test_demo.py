@@ -35,6 +35,7 @@ def test_demo_prints_an_export_command_that_rebuilds_its_tflite(tmp_path):
     arguments = shlex.split(command)
     model_path, tflite_path = arguments[2], arguments[arguments.index("-o") + 1]
     assert model_path.endswith("DyResNet18_step2.keras")
+    assert report["schedule"] == "one-step" and list(report["training_steps"]) == ["2"]
     assert os.path.realpath(tmp_path / tflite_path) == report["tflite_path"]
     demo_file = (tmp_path / tflite_path).read_bytes()
 

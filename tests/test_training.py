@@ -81,6 +81,11 @@ def test_bad_arguments_are_named(tmp_path):
         training.train(tiny_bnn, epochs=0, **common)
     with pytest.raises(FileNotFoundError, match="run step 1 first"):
         training.train(tiny_bnn, epochs=1, step=2, **common)
+    with pytest.raises(ValueError, match="schedule to be one of 'two-step', 'one-step'.*'one'"):
+        training.train(tiny_bnn, epochs=1, schedule="one", **common)
+    with pytest.raises(ValueError, match="step to be 'both'.*schedule='one-step'.*but got 1"):
+        training.train(tiny_bnn, epochs=1, step=1, schedule="one-step", **common)
+    assert not any(tmp_path.iterdir())
     with pytest.raises(SystemExit):
         cli.main(["train", "ReActNet18", "--dataset", "mnist", "--epochs", "1", "--out", "x"])
 
@@ -344,6 +349,22 @@ def test_each_step_trains_with_the_recipes_weights_and_decay(tmp_path):
         kernel_quantizer = results[step].model.get_layer("bconv").kernel_quantizer
         assert (kernel_quantizer is not None) is binary
         assert len(results[step].model.losses) == (1 if decay else 0)
+
+
+def test_the_one_step_schedule_trains_binary_weights_from_scratch_in_step2(tmp_path):
+    results = _tiny_run(tmp_path, epochs=1, step="both", schedule="one-step")
+    assert list(results) == [2] and not (tmp_path / "step1").exists()
+    settings = json.loads((tmp_path / "step2" / "settings.json").read_text())
+    assert (settings["schedule"], settings["weight_decay"], settings["init"]) == (
+        "one-step",
+        0.0,
+        None,
+    )
+    assert "initial_weights_sha256" not in settings  # random initialization
+    assert results[2].model.get_layer("bconv").kernel_quantizer is not None
+    assert len(results[2].history["loss"]) == 1
+    again = _tiny_run(tmp_path, epochs=1, step="both", schedule="one-step")
+    assert again[2].initial_epoch == 1  # restored, not retrained
 
 
 def test_other_settings_on_an_existing_run_are_refused_unless_fresh(tmp_path, capsys):

@@ -96,6 +96,7 @@ def _train(args) -> int:
         batch_size=args.batch_size,
         preset=args.preset,
         step=args.step,
+        schedule=args.schedule,
         steps_per_epoch=args.steps_per_epoch,
         teacher=args.teacher,
         label_weight=args.label_weight,
@@ -225,6 +226,13 @@ def add_commands(subparsers) -> None:
         "--steps-per-epoch", type=positive_int, help="default: one pass over the data"
     )
     train.add_argument("--step", choices=("1", "2", "both"), default="both")
+    train.add_argument(
+        "--schedule",
+        choices=("two-step", "one-step"),  # recipe.SCHEDULES (imported lazily)
+        default="two-step",
+        help="two-step (ReActNet's recipe) or one-step: binary weights from random "
+        "initialization in a single step, better at budgets of a few epochs",
+    )
     train.add_argument(
         "--teacher",
         help="a saved full-precision Keras model (.h5/.keras/dir), or a tf.keras.applications "

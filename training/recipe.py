@@ -84,6 +84,10 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_LEARNING_RATE = 5e-4
 STEPS = ("1", "2", "both")
+#: "two-step": ReActNet's recipe (the table above); "one-step": step 2 alone, binary weights
+#: from random initialization (docs/design.md, "Training recipe": better at budgets of a few
+#: epochs, where two half-length steps leave each too short).
+SCHEDULES = ("two-step", "one-step")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -529,6 +533,7 @@ def train(
     batch_size: int | None = None,
     preset: str | None = None,
     step: str | int = "both",
+    schedule: str = "two-step",
     steps_per_epoch: int | None = None,
     teacher: tf.keras.Model | str | None = None,
     label_weight: float = 0.0,
@@ -593,6 +598,9 @@ def train(
             `model_kwargs`, and its epochs, batch size, learning rate and XLA setting where
             those are not given.
         step: 1, 2 or "both".
+        schedule: "two-step" (the recipe above), or "one-step": step 2 only, binary weights
+            from random initialization (or from `init`), for short budgets; `step` must then
+            be "both" (the default).
         steps_per_epoch: updates per epoch; default one pass over the train split.
         teacher: a full-precision `tf.keras.Model` or saved-model path; distils both steps.
         label_weight: weight of the label cross-entropy next to distillation (0: KL only).
@@ -628,6 +636,14 @@ def train(
         RuntimeError: a step directory holds checkpoints, none of them intact.
     """
     steps = _step_list(step)
+    check_choice("schedule", schedule, SCHEDULES)
+    if schedule == "one-step":
+        if str(step) != "both":
+            raise ValueError(
+                "Expected step to be 'both' (the default) with schedule='one-step', which "
+                f"trains one step, binary weights from the start; but got {step!r}."
+            )
+        steps = [2]
     if preset is not None:
         name, _ = resolve_model(model)
         chosen = zoo_presets.get_preset(preset, name)
@@ -664,7 +680,7 @@ def train(
                 None, init, model_name=name, include_top=True
             )
     source = init
-    if source is None and steps == [2]:
+    if source is None and steps == [2] and schedule == "two-step":
         source = os.path.join(out_dir, "step1", f"{name}_step1.h5")
         if not os.path.exists(source):
             raise FileNotFoundError(
@@ -711,7 +727,8 @@ def train(
             print(
                 f"Step {current}: {name} on {dataset}, {strategy.num_replicas_in_sync} "
                 f"replica(s), global batch {global_batch}, {steps_per_epoch} steps per epoch, "
-                f"{epochs} epochs, binary weights {RECIPE[current].binary_weights}."
+                f"{epochs} epochs, binary weights {RECIPE[current].binary_weights}"
+                + (" (one-step schedule)." if schedule == "one-step" else ".")
             )
         decay = RECIPE[current].weight_decay if weight_decay is None else weight_decay
         settings = {
@@ -737,6 +754,9 @@ def train(
             "init": init if current == steps[0] else None,
             "trainable": trainable,
             "jit_compile": jit_compile,
+            # recorded for one-step runs only: two-step directories written before the option
+            # existed still resume
+            **({"schedule": schedule} if schedule != "two-step" else {}),
         }
         result = run_step(
             model,
