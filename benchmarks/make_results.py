@@ -303,9 +303,21 @@ def zoo_table(export: dict) -> str:
 # ---------------------------------------------------------------------------- text
 
 
-def headline(accuracy, export, throughput) -> str:
+def demo_line(demo: dict | None) -> list[str]:
+    """The headline's claim about `make demo` (benchmarks/demo_benchmark.py)."""
+    if not demo:
+        return []
+    return [
+        f"- `make demo` on a fresh clone: {demo['model']} reaches "
+        f"{_pct(demo['test_accuracy'])}% Fashion-MNIST test accuracy, "
+        f"{demo['make_demo_seconds'] / 60:.1f} min install included "
+        f"({demo['train_seconds'] / 60:.1f} min of training; {demo['meta']['machine']})."
+    ]
+
+
+def headline(accuracy, export, throughput, demo=None) -> str:
     """The README's block: one line per claim, and the link."""
-    lines = []
+    lines = demo_line(demo)
     for base, dy in _evidence_pairs(accuracy):
         lines.append(
             f"- Fashion-MNIST, `small-input` preset ({_config(dy['kwargs'])}, "
@@ -402,8 +414,32 @@ def _seed_range(accuracy: dict, experiment: str) -> str:
     return f"{low} seed{'s' if high > 1 else ''}" if low == high else f"{low}-{high} seeds"
 
 
-def document(accuracy, export, throughput, thresholds) -> str:
-    claims = headline(accuracy, export, throughput).split("\n")[:-1]  # without the link
+def demo_rows(demo: dict) -> list[str]:
+    meta = demo["meta"]
+    parity = demo["parity"]
+    return [
+        "## 7. The demo",
+        "",
+        f"Command: `{meta['command']}` ({meta['date'][:10]}, commit {meta['commit']}, "
+        f"{meta['machine']}, load average {meta['load_average_before']} before): a fresh "
+        "clone of the repository, then the README's `make demo`, timed whole (the clone's "
+        f".venv created and the pinned stack installed, pip cache {meta['pip_cache']}).",
+        "",
+        "| what | value |",
+        "| --- | --- |",
+        f"| `make demo`, install included | {demo['make_demo_seconds'] / 60:.1f} min |",
+        f"| training ({demo['schedule']} schedule: binary weights from the first update) | "
+        f"{demo['train_seconds'] / 60:.1f} min |",
+        f"| {demo['model']} test accuracy, 10,000 images | {_pct(demo['test_accuracy'])}% |",
+        f"| .tflite | {demo['tflite_bytes'] / 1e6:.2f} MB, {demo['lce_bconv2d']} LceBconv2d |",
+        f"| Keras vs LCE, {parity['samples']} test images | "
+        f"{parity['argmax_agreement']:.1%} same class |",
+        "",
+    ]
+
+
+def document(accuracy, export, throughput, thresholds, demo=None) -> str:
+    claims = headline(accuracy, export, throughput, demo).split("\n")[:-1]  # without the link
     out = [
         "# Results",
         "",
@@ -549,6 +585,8 @@ def document(accuracy, export, throughput, thresholds) -> str:
             "threshold on average.",
             "",
         ]
+    if demo:
+        out += demo_rows(demo)
     out += [
         "## Reading",
         "",
@@ -666,12 +704,13 @@ def render() -> tuple[str, str]:
     export = load("export_benchmark.json")
     throughput = load("throughput.json")
     thresholds = load("thresholds.json")
+    demo = load("demo.json")
     with open(README) as f:
         readme = f.read()
-    readme = fill_block(readme, "results", headline(accuracy, export, throughput))
+    readme = fill_block(readme, "results", headline(accuracy, export, throughput, demo))
     if export and all("binary_macs" in row for row in export["rows"]):
         readme = fill_block(readme, "zoo", zoo_table(export))
-    return document(accuracy, export, throughput, thresholds), readme
+    return document(accuracy, export, throughput, thresholds, demo), readme
 
 
 def main(argv=None) -> int:

@@ -117,3 +117,33 @@ def test_the_plain_sentence_gives_no_verdict_on_a_single_seed():
     assert "too few seeds for a verdict yet: DyResNet18 +4.50 points (1 / 2 seeds)" in sentence
     assert "DySign helps DyMobileNet by 5.00 points" in sentence
     assert "no measurable effect" not in sentence
+
+
+def test_the_demo_line_and_section_come_from_demo_json():
+    demo = {
+        "meta": {
+            "date": "2026-11-27T22:00:00+00:00",
+            "commit": "abc1234",
+            "command": "python benchmarks/demo_benchmark.py",
+            "machine": "2 CPUs (x), no GPU",
+            "load_average_before": 0.1,
+            "load_average_after": 1.9,
+            "pip_cache": "warm",
+        },
+        "make_demo_seconds": 780.0,
+        "train_seconds": 600.0,
+        "test_accuracy": 0.8876,
+        "model": "DyResNet18",
+        "schedule": "one-step",
+        "tflite_bytes": 250_000,
+        "parity": {"samples": 500, "argmax_agreement": 1.0},
+        "lce_bconv2d": 16,
+    }
+    line = make_results.headline(None, None, None, demo).split("\n")[0]
+    assert line == (
+        "- `make demo` on a fresh clone: DyResNet18 reaches 88.76% Fashion-MNIST test accuracy, "
+        "13.0 min install included (10.0 min of training; 2 CPUs (x), no GPU)."
+    )
+    doc = make_results.document(None, None, None, None, demo)
+    assert "## 7. The demo" in doc and "| `make demo`, install included | 13.0 min |" in doc
+    assert make_results.headline(None, None, None, None).startswith("- Everything")
