@@ -324,7 +324,7 @@ def _download(url: str, destination: str, entry: WeightsEntry) -> None:
     `get_file` (tf-keras 2.21) writes straight to its target, keeps a file whose hash does not
     match and ignores the Content-Length (a connection closed mid-file "succeeds"), so it
     writes a `.part` file here, removed on any failure; without a registered sha256,
-    `_read_checkpoint` verifies it (HDF5 and zip notice truncation).
+    `_read_layers` verifies it (HDF5 and zip notice truncation).
     """
     directory, what = os.path.dirname(destination), _describe(entry)
     try:
@@ -365,7 +365,7 @@ def _download(url: str, destination: str, entry: WeightsEntry) -> None:
             raise OSError(f"Downloading {what} from {url} failed ({reason}). {kept}") from error
         if not entry.sha256:
             try:
-                _read_checkpoint(part, shown=url)
+                _read_layers(part, url)
             except ValueError as error:
                 raise ValueError(f"The download of {what} was refused: {error} {kept}") from error
             logger.warning(
@@ -386,7 +386,7 @@ def _problem(path: str, entry: WeightsEntry) -> str | None:
         actual = sha256_of(path)
         return None if actual == entry.sha256 else f"has sha256 {actual}, not {entry.sha256}"
     try:
-        _read_checkpoint(path)
+        _read_layers(path, path)
     except ValueError as error:
         return f"is not intact weights ({error})"
     return None
@@ -510,18 +510,23 @@ def get_weights_file(
 
 
 def resolve_checkpoint_path(weights: str | os.PathLike) -> str:
-    """The path to load: a file, a TF checkpoint prefix (given, or from its `.index` file or
-    the directory's latest checkpoint), or a SavedModel directory (refused when read).
+    """The path to load: a file, or a TF checkpoint prefix (given, or from its `.index` file
+    or the directory's latest checkpoint).
 
     Raises:
         FileNotFoundError: nothing of the kind exists.
+        ValueError: a SavedModel directory (its weights must be saved first).
     """
     path = os.path.expanduser(os.fspath(weights))
     if os.path.isdir(path):
         if latest := tf.train.latest_checkpoint(path):
             return latest
         if os.path.exists(os.path.join(path, "saved_model.pb")):
-            return path
+            raise ValueError(
+                f"Expected weights to be a checkpoint, but {path} is a SavedModel directory, "
+                "which the zoo does not load. Save its weights: "
+                "`tf.keras.models.load_model(path).save_weights('w.h5')`, then pass 'w.h5'."
+            )
     elif os.path.isfile(path) or os.path.isfile(path + ".index"):
         return path.removesuffix(".index")
     raise FileNotFoundError(
@@ -610,15 +615,6 @@ def validate_weights_argument(weights, *, include_top: bool, num_classes: int) -
     resolve_checkpoint_path(weights)
 
 
-@dataclasses.dataclass(frozen=True)
-class _Checkpoint:
-    """A checkpoint's layers with weights, read without loading them."""
-
-    format: str  # "h5", "weights.h5", "keras" or "tf"
-    layers: list[tuple[str, list[tuple]]]  # (layer name or path, weight shapes)
-    origin: str = ""  # " (published for <model> on <dataset>)"
-
-
 def _h5_strings(group, name: str) -> list[str]:
     """An HDF5 string-list attribute; Keras splits large ones into `name0`, `name1`, ..."""
     values, chunk = list(group.attrs.get(name, [])), 0
@@ -639,13 +635,11 @@ def _weights_sha256(group) -> str:
     return digest.hexdigest()
 
 
-def _keras_h5(file, shown: str) -> _Checkpoint:
+def _keras_h5(file, shown: str) -> tuple[str, list, str]:
     """Keras HDF5 weights, positional; a `publish_weights` file's content hash is checked."""
     group = file
     if "layer_names" not in file.attrs and "model_weights" in file:  # model.save("m.h5")
         group = file["model_weights"]
-    if not _h5_strings(group, "layer_names"):
-        raise ValueError(f"{shown} is an HDF5 file but not Keras weights (no 'layer_names').")
     layers = [
         (name, [group[name][weight].shape for weight in weights])
         for name in _h5_strings(group, "layer_names")
@@ -660,12 +654,12 @@ def _keras_h5(file, shown: str) -> _Checkpoint:
     origin = ""
     if _MODEL_MARK in file.attrs:
         origin = f" (published for {file.attrs[_MODEL_MARK]} on {file.attrs[_DATASET_MARK]})"
-    return _Checkpoint("h5", layers, origin)
+    return "h5", layers, origin
 
 
-def _saving_lib_h5(file, fmt: str) -> _Checkpoint:
-    """A tf-keras `.weights.h5` file (or a `.keras` archive's): each `layers/<path>` group with
-    the shapes of every weight below it (its sublayers' too)."""
+def _saving_lib_layers(file) -> list[tuple[str, list[tuple]]]:
+    """Each `layers/<path>` group of a tf-keras `.weights.h5` file, with the shapes of every
+    weight below it (its sublayers' too)."""
     layers = []
     for name, group in file.get("layers", {}).items():
         shapes = []
@@ -675,54 +669,43 @@ def _saving_lib_h5(file, fmt: str) -> _Checkpoint:
             )
         )
         layers.append((f"layers/{name}", _sorted(shapes)))
-    return _Checkpoint(fmt, layers)
+    return layers
 
 
-def _tf_checkpoint(prefix: str, shown: str) -> _Checkpoint:
-    """A TF checkpoint of `save_weights`, positional (`layer_with_weights-N`); every weight is
-    read once, which checks its CRC32C and notices a truncated data file."""
+def _tf_checkpoint_layers(prefix: str) -> list[tuple[str, list[tuple]]]:
+    """The `layer_with_weights-N` of a `save_weights` TF checkpoint; every weight is read
+    once, which checks its CRC32C and notices a truncated data file."""
     reader, shapes = tf.train.load_checkpoint(prefix), {}
     for key, shape in reader.get_variable_to_shape_map().items():
         match = re.fullmatch(r"layer_with_weights-(\d+)/.+/\.ATTRIBUTES/VARIABLE_VALUE", key)
         if match and ".OPTIMIZER_SLOT" not in key:
             reader.get_tensor(key)
             shapes.setdefault(int(match.group(1)), []).append(shape)
-    if not shapes:
-        raise ValueError(
-            f"{shown} is a TF checkpoint without Keras layer weights (no 'layer_with_weights-N' "
-            "variables): write it with `model.save_weights(prefix)`."
-        )
-    return _Checkpoint(
-        "tf", [(f"layer_with_weights-{i}", _sorted(shapes[i])) for i in sorted(shapes)]
-    )
+    return [(f"layer_with_weights-{i}", _sorted(shapes[i])) for i in sorted(shapes)]
 
 
-def _read_checkpoint(path: str, *, shown: str | None = None) -> _Checkpoint:
-    """A checkpoint's layers and shapes, by content; `shown` names it in errors.
+def _read_layers(path: str, shown: str) -> tuple[str, list[tuple[str, list[tuple]]], str]:
+    """A checkpoint's format, `(layer name or path, weight shapes)` of its layers with
+    weights, and origin (" (published for <model> on <dataset>)"), without loading it.
 
     Raises:
-        ValueError: an unsupported format, unreadable (truncated?) or altered file.
+        ValueError: naming `shown`: not a checkpoint, truncated, damaged or altered.
     """
-    shown = shown or path
-    if os.path.isdir(path):
-        raise ValueError(
-            f"{shown} is a SavedModel directory, which the zoo does not load. Save its weights: "
-            "`tf.keras.models.load_model(path).save_weights('w.h5')`, then pass 'w.h5'."
-        )
     try:
-        if not os.path.isfile(path):
-            return _tf_checkpoint(path, shown)
-        if zipfile.is_zipfile(path):
+        if not os.path.isfile(path):  # a TF checkpoint prefix
+            fmt, layers, origin = "tf", _tf_checkpoint_layers(path), ""
+        elif zipfile.is_zipfile(path):  # a whole-model .keras
             with zipfile.ZipFile(path) as archive:
                 if damaged := archive.testzip():
-                    raise ValueError(f"{shown} is damaged: its {damaged} fails the zip CRC check.")
+                    raise zipfile.BadZipFile(f"its {damaged} fails the zip CRC check")
                 with archive.open("model.weights.h5") as member, h5py.File(member, "r") as file:
-                    return _saving_lib_h5(file, "keras")
-        if h5py.is_hdf5(path):
+                    fmt, layers, origin = "keras", _saving_lib_layers(file), ""
+        else:
             with h5py.File(path, "r") as file:
                 if "layer_names" not in file.attrs and "layers" in file:
-                    return _saving_lib_h5(file, "weights.h5")
-                return _keras_h5(file, shown)
+                    fmt, layers, origin = "weights.h5", _saving_lib_layers(file), ""
+                else:
+                    fmt, layers, origin = _keras_h5(file, shown)
     except (
         OSError,
         KeyError,
@@ -732,12 +715,12 @@ def _read_checkpoint(path: str, *, shown: str | None = None) -> _Checkpoint:
         tf.errors.OpError,
     ) as error:
         raise ValueError(
-            f"{shown} cannot be read as weights (truncated or damaged?): {error}"
+            f"{shown} is neither Keras weights (.h5, .weights.h5, .keras) nor a TF checkpoint, "
+            f"or it is truncated or damaged ({error})."
         ) from error
-    raise ValueError(
-        f"{shown} is neither Keras HDF5 weights, a `.weights.h5` or `.keras` file, nor a TF "
-        "checkpoint (truncated or damaged?)."
-    )
+    if not any(shapes for _, shapes in layers):
+        raise ValueError(f"{shown} holds no Keras layer weights (a {fmt} file).")
+    return fmt, layers, origin
 
 
 def _saving_lib_paths(model: tf.keras.Model) -> list[str]:
@@ -772,8 +755,7 @@ def _source_layers(model, source) -> tuple[str, str, str, list]:
         layers = [(layer.name, _shapes(layer)) for layer in source.layers if layer.weights]
         return "model", f"The source model {source.name!r}", "", layers
     path = resolve_checkpoint_path(source)
-    checkpoint = _read_checkpoint(path)
-    fmt, layers = checkpoint.format, checkpoint.layers
+    fmt, layers, origin = _read_layers(path, path)
     suffix = {"weights.h5": ".weights.h5", "keras": ".keras"}.get(fmt)
     if (suffix and not path.endswith(suffix)) or (fmt == "h5" and path.endswith(".weights.h5")):
         raise ValueError(
@@ -785,7 +767,7 @@ def _source_layers(model, source) -> tuple[str, str, str, list]:
         stored = dict(layers)
         layers = [(p, stored.get(p)) for p in paths]
         layers += [(p, shapes) for p, shapes in stored.items() if shapes and p not in paths]
-    return fmt, f"The checkpoint {path}", checkpoint.origin, layers
+    return fmt, f"The checkpoint {path}", origin, layers
 
 
 def _check(model, source, *, include_top: bool, model_name: str | None) -> tuple[str, bool]:
