@@ -298,18 +298,6 @@ def remove_stale_parts(directory: str, *, older_than: float = STALE_PART_SECONDS
 # ----------------------------------------------------------------------------- downloads
 
 
-@contextlib.contextmanager
-def _socket_timeout(seconds: float):
-    """`get_file` connects without a timeout (a silent server would hang the caller forever):
-    set the process default for the download only."""
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(seconds)
-    try:
-        yield
-    finally:
-        socket.setdefaulttimeout(previous)
-
-
 class _NotOnServer(Exception):
     """HTTP 404: the mirror or registry URL does not hold the file (try the next source)."""
 
@@ -318,13 +306,25 @@ def _describe(entry: WeightsEntry) -> str:
     return f"{entry.model} {entry.dataset!r} weights (include_top={entry.include_top})"
 
 
+def _problem(path: str, entry: WeightsEntry) -> str | None:
+    """Why `path` is not an intact copy of `entry`'s file, or None: the registry's sha256 if
+    it has one, else the file must read as weights (and match its `publish_weights` hash)."""
+    if entry.sha256:
+        actual = sha256_of(path)
+        return None if actual == entry.sha256 else f"has sha256 {actual}, not {entry.sha256}"
+    try:
+        _read_layers(path, "the file")
+    except ValueError as error:
+        return f"is not intact weights: {error}"
+    return None
+
+
 def _download(url: str, destination: str, entry: WeightsEntry) -> None:
     """Download `url` into `destination` through a `.part` file, renamed once verified.
 
-    `get_file` (tf-keras 2.21) writes straight to its target, keeps a file whose hash does not
-    match and ignores the Content-Length (a connection closed mid-file "succeeds"), so it
-    writes a `.part` file here, removed on any failure; without a registered sha256,
-    `_read_layers` verifies it (HDF5 and zip notice truncation).
+    `get_file` (tf-keras 2.21) writes straight to its target, ignores the Content-Length (a
+    connection closed mid-file "succeeds") and connects without a timeout, so the download
+    goes to a `.part` file, removed on any failure, and `_problem` verifies it.
     """
     directory, what = os.path.dirname(destination), _describe(entry)
     try:
@@ -337,24 +337,11 @@ def _download(url: str, destination: str, entry: WeightsEntry) -> None:
     remove_stale_parts(directory)
     part = os.path.join(directory, f".{os.path.basename(destination)}.{uuid.uuid4().hex}.part")
     timeout, kept = download_timeout(), f"Nothing was kept in {directory}."
+    previous = socket.getdefaulttimeout()
     try:
         try:
-            with _socket_timeout(timeout):
-                tf.keras.utils.get_file(
-                    fname=part,
-                    origin=url,
-                    file_hash=entry.sha256 or None,
-                    hash_algorithm="sha256",
-                    cache_dir=directory,
-                    cache_subdir=directory,
-                )
-        except ValueError as error:  # the hash differs; get_file keeps the file
-            received = f"{os.path.getsize(part)} bytes, sha256 {sha256_of(part)}"
-            raise ValueError(
-                f"The download of {what} from {url} ({received}) does not have the registry's "
-                f"sha256 {entry.sha256}: the download was cut off, or the server holds another "
-                f"version of the file. {kept}"
-            ) from error
+            socket.setdefaulttimeout(timeout)  # the process default, for the download only
+            tf.keras.utils.get_file(part, url, cache_dir=directory, cache_subdir=directory)
         except Exception as error:
             cause = error.__context__
             if isinstance(cause, urllib.error.HTTPError) and cause.code == 404:
@@ -363,113 +350,21 @@ def _download(url: str, destination: str, entry: WeightsEntry) -> None:
             if isinstance(error, TimeoutError) or isinstance(reason, TimeoutError):
                 reason = f"no data for {timeout:g} s; {TIMEOUT_ENV} sets the limit"
             raise OSError(f"Downloading {what} from {url} failed ({reason}). {kept}") from error
+        finally:
+            socket.setdefaulttimeout(previous)
+        if problem := _problem(part, entry):
+            raise ValueError(
+                f"The download of {what} from {url} ({os.path.getsize(part)} bytes) {problem}: "
+                f"it was cut off, or the server holds another file. {kept}"
+            )
         if not entry.sha256:
-            try:
-                _read_layers(part, url)
-            except ValueError as error:
-                raise ValueError(f"The download of {what} was refused: {error} {kept}") from error
             logger.warning(
-                "No sha256 is registered for %s: accepted %s, sha256 %s.",
-                what,
-                url,
-                sha256_of(part),
+                "No sha256 registered for %s: accepted %s, sha256 %s.", what, url, sha256_of(part)
             )
         os.replace(part, destination)
     finally:
         if os.path.exists(part):
             os.remove(part)
-
-
-def _problem(path: str, entry: WeightsEntry) -> str | None:
-    """Why `path` is not an intact copy of `entry`'s file, or None."""
-    if entry.sha256:
-        actual = sha256_of(path)
-        return None if actual == entry.sha256 else f"has sha256 {actual}, not {entry.sha256}"
-    try:
-        _read_layers(path, path)
-    except ValueError as error:
-        return f"is not intact weights ({error})"
-    return None
-
-
-def _find_or_download(entries: list[WeightsEntry], cache_dir: str) -> str:
-    """The first verified file for `entries` (in order): mirror directory, cache, download."""
-    mirror_dir, mirror_url = mirror_locations()
-    download_timeout()  # a bad value fails now, not after a search
-    urls = {e: f"{mirror_url}/{e.file_name}" if mirror_url else e.url for e in entries}
-    looked = [
-        f"mirror directory: {mirror_dir or f'not set (${MIRROR_DIR_ENV})'}",
-        f"cache: {cache_dir} (${CACHE_DIR_ENV} changes it)",
-        f"mirror URL: {mirror_url or f'not set (${MIRROR_URL_ENV})'}",
-    ]
-    for entry in entries:
-        path = os.path.join(mirror_dir or "", entry.file_name)
-        if mirror_dir and os.path.isfile(path):
-            if problem := _problem(path, entry):
-                raise ValueError(
-                    f"{path} in the mirror directory ({MIRROR_DIR_ENV}) {problem}: replace it "
-                    f"with an intact copy of the {_describe(entry)}."
-                )
-            return path
-        path = os.path.join(cache_dir, entry.file_name)
-        if not os.path.isfile(path):
-            continue
-        if not (problem := _problem(path, entry)):
-            return path
-        if not urls[entry]:
-            if entry.sha256:  # certainly not the registry's file
-                os.remove(path)
-            raise ValueError(
-                f"The cached {path} {problem}"
-                + (" and was removed" if entry.sha256 else "")
-                + f"; no URL is set to download the {_describe(entry)} again (set "
-                f"{MIRROR_URL_ENV}, or replace the file)."
-            )
-        logger.warning("Downloading %s again: the cached %s %s.", _describe(entry), path, problem)
-        looked.append(f"cache: {path} {problem}")
-    for entry in entries:  # a bad cache file is replaced only by a verified download
-        try:
-            if urls[entry]:
-                _download(urls[entry], os.path.join(cache_dir, entry.file_name), entry)
-                return os.path.join(cache_dir, entry.file_name)
-        except _NotOnServer as error:
-            looked.append(f"download: {error}")
-    raise FileNotFoundError(_not_available_message(entries, looked))
-
-
-def _not_available_message(entries: list[WeightsEntry], looked: list[str]) -> str:
-    """Where the file was looked for, and how to produce it."""
-    from . import reactnet_import  # it imports this module
-
-    first = entries[0]
-    importable = first.dataset == "imagenet" and first.model in reactnet_import.CHECKPOINT_SOURCES
-    status = (
-        "could be found or downloaded."
-        if any(e.url for e in entries)
-        else "are in the mirror or cache yet."
-        if importable
-        else (
-            "have been published yet: no public checkpoint of this network exists (the papers' "
-            "authors released none and this project has not trained one)."
-        )
-    )
-    return "\n".join(
-        [
-            f"No {first.dataset!r} weights for {first.model} (include_top={first.include_top}) "
-            + status,
-            f"Looked for {' or '.join(e.file_name for e in entries)} in:",
-            *(f"  - {line}" for line in looked),
-            *([reactnet_import.missing_weights_hint(first.model)] if importable else []),
-            ("Or train" if importable else "To produce the file, train")
-            + " the model with the recipe and publish its weights:",
-            f"  larq-dysign train {first.model} --dataset "
-            f"{TRAINING_DATASETS.get(first.dataset, first.dataset)} ...",
-            f"  larq-dysign publish-weights {first.model} <trained weights .h5> --dataset "
-            f"{first.dataset} -o <directory>" + ("" if first.include_top else " --notop"),
-            "then copy the file into the mirror directory or the cache above (or pass "
-            'weights="<path to the .h5>").',
-        ]
-    )
 
 
 def get_weights_file(
@@ -481,8 +376,10 @@ def get_weights_file(
 ) -> str:
     """The local path of a registered weights file, downloaded into the cache if needed.
 
-    `include_top=False` returns the no-top file if one is found, else the full file (its head
-    is skipped when loaded). Use it to fill a cache for an air-gapped machine.
+    Looks in the mirror directory (read in place), then the cache, then downloads from the
+    mirror URL or the registry's URL. `include_top=False` takes the no-top file if one is
+    found, else the full file (its head is skipped when loaded). A bad cache file is replaced
+    only by a verified download. Use it to fill a cache for an air-gapped machine.
 
     Example:
         ```python
@@ -503,7 +400,77 @@ def get_weights_file(
     if not entries:
         weights_entry(model_name, dataset, include_top=include_top)  # raises, listing datasets
     cache_dir = os.path.abspath(os.path.expanduser(cache_dir or default_cache_dir()))
-    return _find_or_download(entries, cache_dir)
+    mirror_dir, mirror_url = mirror_locations()
+    download_timeout()  # a bad value fails now, not after a search
+    looked = [
+        f"mirror directory: {mirror_dir or f'not set (${MIRROR_DIR_ENV})'}",
+        f"cache: {cache_dir} (${CACHE_DIR_ENV} changes it)",
+        f"mirror URL: {mirror_url or f'not set (${MIRROR_URL_ENV})'}",
+    ]
+    for entry in entries:
+        path = os.path.join(mirror_dir or "", entry.file_name)
+        if mirror_dir and os.path.isfile(path):
+            if problem := _problem(path, entry):
+                raise ValueError(
+                    f"{path} in the mirror directory ({MIRROR_DIR_ENV}) {problem}: replace it "
+                    f"with an intact copy of the {_describe(entry)}."
+                )
+            return path
+        path = os.path.join(cache_dir, entry.file_name)
+        if not os.path.isfile(path):
+            continue
+        if not (problem := _problem(path, entry)):
+            return path
+        if not (mirror_url or entry.url):
+            if entry.sha256:  # certainly not the registry's file
+                os.remove(path)
+            raise ValueError(
+                f"The cached {path} {problem}"
+                + (" and was removed" if entry.sha256 else "")
+                + f"; no URL is set to download the {_describe(entry)} again (set "
+                f"{MIRROR_URL_ENV}, or replace the file)."
+            )
+        logger.warning("Downloading %s again: the cached %s %s.", _describe(entry), path, problem)
+        looked.append(f"cache: {path} {problem}")
+    for entry in entries:  # a bad cache file is replaced only by a verified download
+        url = f"{mirror_url}/{entry.file_name}" if mirror_url else entry.url
+        try:
+            if url:
+                _download(url, os.path.join(cache_dir, entry.file_name), entry)
+                return os.path.join(cache_dir, entry.file_name)
+        except _NotOnServer as error:
+            looked.append(f"download: {error}")
+    raise FileNotFoundError(_not_found_message(entries, looked))
+
+
+def _not_found_message(entries: list[WeightsEntry], looked: list[str]) -> str:
+    """Where the file was looked for, and how to produce it."""
+    from . import reactnet_import  # it imports this module
+
+    first, names = entries[0], " or ".join(entry.file_name for entry in entries)
+    lines = [f"No file for the {_describe(first)} was found. Looked for {names} in:"]
+    lines += [f"  - {line}" for line in looked]
+    if first.dataset == "imagenet" and first.model in reactnet_import.CHECKPOINT_SOURCES:
+        lines += [reactnet_import.missing_weights_hint(first.model), "Or train the model:"]
+    elif not any(entry.url for entry in entries):
+        lines += [
+            "None is published (the papers' authors released no checkpoint of this network "
+            "and this project has not trained one). To produce the file, train the model:"
+        ]
+    else:
+        lines += ["To produce the file, train the model:"]
+    dataset = TRAINING_DATASETS.get(first.dataset, first.dataset)
+    notop = "" if first.include_top else " --notop"
+    return "\n".join(
+        [
+            *lines,
+            f"  larq-dysign train {first.model} --dataset {dataset} ...",
+            f"  larq-dysign publish-weights {first.model} <trained weights .h5> --dataset "
+            f"{first.dataset} -o <directory>{notop}",
+            "then copy the file into the mirror directory or the cache above (or pass "
+            'weights="<path to the .h5>").',
+        ]
+    )
 
 
 # ---------------------------------------------------------------------------- checkpoints
