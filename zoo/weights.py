@@ -47,6 +47,7 @@ import h5py
 import tensorflow as tf
 
 from ..files import atomic_path
+from .pytorch_padding import SpatialReverse
 from .registry import get_model_constructor, list_models
 
 logger = logging.getLogger(__name__)
@@ -503,49 +504,39 @@ def resolve_checkpoint_path(weights: str | os.PathLike) -> str:
     )
 
 
+def _local_path(weights: str | os.PathLike, *, model_name: str, include_top: bool) -> str:
+    """The file or TF checkpoint prefix of `weights`: a registered dataset's (found or
+    downloaded by `get_weights_file`) or a checkpoint path (`resolve_checkpoint_path`)."""
+    if isinstance(weights, str) and weights in _DATASET_CLASSES:
+        return get_weights_file(model_name, weights, include_top=include_top)
+    return resolve_checkpoint_path(weights)
+
+
 def recorded_padding(weights, *, model_name: str, include_top: bool = True) -> str | None:
     """The padding `weights` were made for, as their file records it (`PADDING_MARK`).
 
     Details:
         The zoo constructors call it for `padding=None`, before building: "pytorch" for the
-        files `import_reactnet` writes, None (the zoo's default padding) for files without
-        the mark, other formats, or no weights. A registered dataset is looked up as for
-        loading (`get_weights_file`: mirror, cache, download), so its errors come first.
+        files `import_reactnet` writes (and a whole-model `.keras` file of a model built
+        with it), None (the zoo's default padding) for files without the mark, other
+        formats, damaged files (loading names the damage) or no weights. A registered
+        dataset is looked up as for loading, so its errors come first.
 
     Raises:
-        FileNotFoundError, ValueError, OSError: for a dataset, see `get_weights_file`.
+        FileNotFoundError, ValueError, OSError: see `get_weights_file`,
+            `resolve_checkpoint_path`.
     """
-    if isinstance(weights, str) and weights in registered_datasets(model_name):
-        path = get_weights_file(model_name, weights, include_top=include_top)
-    elif isinstance(weights, str | os.PathLike):
-        path = os.path.expanduser(os.fspath(weights))
-    else:
+    if not isinstance(weights, str | os.PathLike):
         return None
-    if not os.path.isfile(path):
-        return None
-    if zipfile.is_zipfile(path):  # a whole-model .keras: its config says how it was built
-        try:
+    path = _local_path(weights, model_name=model_name, include_top=include_top)
+    with contextlib.suppress(OSError, KeyError, zipfile.BadZipFile):
+        if zipfile.is_zipfile(path):  # a whole-model .keras: its config says how it was built
             with zipfile.ZipFile(path) as archive:
-                config = archive.read("config.json").decode("utf8")
-        except (KeyError, OSError, zipfile.BadZipFile):
-            return None  # loading reports the damaged file
-        return "pytorch" if '"SpatialReverse"' in config else None
-    if not h5py.is_hdf5(path):
-        return None
-    try:
+                return "pytorch" if b'"SpatialReverse"' in archive.read("config.json") else None
         with h5py.File(path, "r") as file:
             value = file.attrs.get(PADDING_MARK)
-    except OSError:
-        return None  # loading reports the damaged file
-    return value.decode("utf8") if isinstance(value, bytes) else value
-
-
-def _model_padding(model: tf.keras.Model) -> str | None:
-    """ "pytorch" for a zoo model built with `padding="pytorch"` (it reverses feature maps
-    around its strided convs), else None."""
-    from .pytorch_padding import SpatialReverse
-
-    return "pytorch" if any(isinstance(x, SpatialReverse) for x in model.layers) else None
+            return value.decode("utf8") if isinstance(value, bytes) else value
+    return None
 
 
 def validate_weights_argument(weights, *, include_top: bool, num_classes: int) -> None:
@@ -831,7 +822,6 @@ def load_pretrained(
     *,
     model_name: str,
     include_top: bool,
-    cache_dir: str | os.PathLike | None = None,
 ) -> None:
     """Load `weights` into `model` in place (every zoo constructor calls this): None, a dataset
     registered for `model_name` (see `get_weights_file`), or a checkpoint path.
@@ -842,13 +832,7 @@ def load_pretrained(
     """
     if weights is None:
         return
-    if isinstance(weights, str) and weights in registered_datasets(model_name):
-        weights = get_weights_file(
-            model_name, weights, include_top=include_top, cache_dir=cache_dir
-        )
-    elif isinstance(weights, str) and weights in _DATASET_CLASSES:
-        weights_entry(model_name, weights, include_top=include_top)  # raises, listing valid ones
-    path = resolve_checkpoint_path(weights)
+    path = _local_path(weights, model_name=model_name, include_top=include_top)
     fmt, skip_head = _check(model, path, include_top=include_top, model_name=model_name)
     if fmt == "tf":
         model.load_weights(path).expect_partial()  # a skipped head, optimizer slots
@@ -908,8 +892,8 @@ def publish_weights(
         model.save_weights(part, save_format="h5")
         with h5py.File(part, "a") as file:
             file.attrs.update({_MODEL_MARK: model_name, _DATASET_MARK: dataset})
-            if _model_padding(model):
-                file.attrs[PADDING_MARK] = _model_padding(model)
+            if any(isinstance(layer, SpatialReverse) for layer in model.layers):
+                file.attrs[PADDING_MARK] = "pytorch"  # see zoo/pytorch_padding.py
             file.attrs.update(attributes or {})
             file.attrs[_CONTENT_MARK] = _weights_sha256(file)
         digest = sha256_of(part)
