@@ -1,23 +1,16 @@
 """Pretrained weights: a registry table, a download cache, mirrors, and checked loading.
 
-As in keras.applications, each zoo model has registry entries `(model, dataset, include_top)
--> file name, sha256, URL` (`PUBLISHED_WEIGHTS`; `register_weights` at run time).
-`weights="imagenet"` (or another registered dataset) takes the file from the mirror directory
-`$LARQ_DYSIGN_WEIGHTS_DIR` (read in place), else the cache `$LARQ_DYSIGN_CACHE_DIR` (default
-`~/.keras/larq_dysign`), else downloads it with `tf.keras.utils.get_file(..., file_hash=...)`
-from `$LARQ_DYSIGN_WEIGHTS_URL/<file name>` (a `file://` URL or a directory there is a mirror
-directory) or the registry's URL. `include_top=False` takes the no-top file, else the full file
-and skips its head. Files are verified: the registry's sha256 if it has one, else the file must
-read as weights (and match the content hash `publish_weights` stores in it); a bad cache file
-is downloaded again, a download is renamed into the cache only once verified, and it fails after
-`$LARQ_DYSIGN_DOWNLOAD_TIMEOUT` seconds (default 60) without data. docs/reliability.md lists
-the faults survived and their tests.
-
-Every load runs `check_compatible` (layers with weights and their shapes against the built
-model, the first mismatching layer named before any weight is assigned), then tf-keras's own
-`model.load_weights`, which reads Keras HDF5 weights (`save_weights("w.h5")`, `save("m.h5")`),
-tf-keras `.weights.h5` files, whole-model `.keras` files and TF checkpoints
-(`save_weights("dir/ckpt")`: the prefix, its `.index` file or the directory).
+As in keras.applications and larq-zoo: registry entries `(model, dataset, include_top) -> file
+name, sha256, URL` (`PUBLISHED_WEIGHTS`, or `register_weights` at run time). A registered
+dataset (`weights="imagenet"`) is read from the mirror directory `$LARQ_DYSIGN_WEIGHTS_DIR`,
+else the cache `$LARQ_DYSIGN_CACHE_DIR` (default `~/.keras/larq_dysign`), else downloaded with
+`tf.keras.utils.get_file` from `$LARQ_DYSIGN_WEIGHTS_URL/<file name>` or the registry's URL,
+and verified. Every load, of a dataset or a checkpoint path, runs `check_compatible` (the
+first mismatching layer named before any weight is assigned), then tf-keras's own
+`model.load_weights`: Keras HDF5 (`save_weights("w.h5")`, `save("m.h5")`), `.weights.h5`,
+whole-model `.keras` and TF checkpoints (the prefix, its `.index` file or the directory).
+docs/reliability.md lists the faults survived (atomic downloads, the timeout, bad cache
+files) and their tests.
 
 Example:
     ```python
@@ -53,26 +46,24 @@ from .registry import get_model_constructor, list_models
 logger = logging.getLogger(__name__)
 
 CACHE_DIR_ENV = "LARQ_DYSIGN_CACHE_DIR"
+DEFAULT_CACHE_DIR = os.path.join("~", ".keras", "larq_dysign")
 MIRROR_URL_ENV = "LARQ_DYSIGN_WEIGHTS_URL"
 MIRROR_DIR_ENV = "LARQ_DYSIGN_WEIGHTS_DIR"
-#: Seconds a download may wait for the server (connect or next bytes) before it fails.
+#: Seconds a download may wait for data (connect or next bytes); more than a day overflows
+#: time_t in socket timeouts ("timestamp out of range").
 TIMEOUT_ENV = "LARQ_DYSIGN_DOWNLOAD_TIMEOUT"
-DEFAULT_TIMEOUT = 60.0
-#: Socket timeouts from about 1e10 s overflow time_t ("timestamp out of range"); a day is plenty.
-MAX_TIMEOUT = 24 * 3600.0
-#: `.part` files this old are left by a killed process (a live download writes its own).
+DEFAULT_TIMEOUT, MAX_TIMEOUT = 60.0, 24 * 3600.0
+#: `.part` files this old were left by a killed process (a live download writes its own).
 STALE_PART_SECONDS = 24 * 3600
-DEFAULT_CACHE_DIR = os.path.join("~", ".keras", "larq_dysign")
-#: Datasets with an entry for every zoo model, and their class counts.
+#: Datasets with an entry for every zoo model, their class counts, and the training
+#: recipe's name for them (for the not-found message).
 DEFAULT_DATASETS = {"imagenet": 1000}
-#: The training recipe's dataset name for each registry dataset (for the error message).
 TRAINING_DATASETS = {"imagenet": "imagenet2012"}
-# HDF5 attributes written by `publish_weights`: origin (for messages) and the weights' sha256.
+# HDF5 attributes written by `publish_weights`: origin (for messages), the weights' sha256.
 _MODEL_MARK, _DATASET_MARK = "larq_dysign_model", "larq_dysign_dataset"
 _CONTENT_MARK = "larq_dysign_weights_sha256"
-#: HDF5 attribute of weights made for a padding other than the zoo's default: "pytorch"
-#: (`publish_weights` writes it for a model built with `padding="pytorch"`, e.g. the ImageNet
-#: weights `import_reactnet` converts from ReActNet's PyTorch checkpoints).
+#: HDF5 attribute "pytorch" of weights for a model built with `padding="pytorch"`, e.g. the
+#: ImageNet weights `import_reactnet` converts from ReActNet's PyTorch checkpoints.
 PADDING_MARK = "larq_dysign_padding"
 
 
@@ -140,8 +131,7 @@ def register_weights(
     """Add (or replace) the registry entry `(model_name, dataset, include_top)`.
 
     Then `zoo.<model_name>(weights=dataset)` finds the file in the mirror or cache, or
-    downloads it from `url`; without `sha256` any intact weights file is accepted. A new
-    dataset needs `num_classes`.
+    downloads it from `url`; without `sha256` any intact weights file is accepted.
 
     Example:
         ```python
@@ -149,6 +139,10 @@ def register_weights(
                              url="https://example.org/w/reactnet18_cifar10_weights.h5")
         model = zoo.ReActNet18(input_shape=(32, 32, 3), num_classes=10, weights="cifar10")
         ```
+
+    Args:
+        num_classes: the dataset's class count, needed for a new dataset only.
+        file_name: default `weights_file_name(model_name, dataset, include_top=...)`.
 
     Raises:
         ValueError: unknown model, bad dataset name, missing or inconsistent `num_classes`,
@@ -210,15 +204,10 @@ def weights_entry(model_name: str, dataset: str, *, include_top: bool = True) ->
         file_name = weights_file_name(model_name, dataset, include_top=include_top)
         classes = DEFAULT_DATASETS[dataset] if include_top else None
         return WeightsEntry(model_name, dataset, include_top, file_name, num_classes=classes)
-    other = (
-        " (registered for the other include_top)"
-        if (model_name, dataset, not include_top) in _REGISTRY
-        else ""
-    )
     raise ValueError(
         f"Expected weights for {model_name} (include_top={include_top}) to be None, a path to a "
         f"checkpoint, or a dataset registered for it {registered_datasets(model_name)}, but got "
-        f"{dataset!r}{other}."
+        f"{dataset!r}."
     )
 
 
@@ -270,9 +259,7 @@ def download_timeout() -> float:
     Raises:
         ValueError: the variable is set to anything but a number in (0, MAX_TIMEOUT].
     """
-    value = os.environ.get(TIMEOUT_ENV)
-    if not value:
-        return DEFAULT_TIMEOUT
+    value = os.environ.get(TIMEOUT_ENV) or str(DEFAULT_TIMEOUT)
     try:
         seconds = float(value)
     except ValueError:
@@ -483,7 +470,8 @@ def resolve_checkpoint_path(weights: str | os.PathLike) -> str:
 
     Raises:
         FileNotFoundError: nothing of the kind exists.
-        ValueError: a SavedModel directory (its weights must be saved first).
+        ValueError: a SavedModel directory (its weights must be saved first); nothing exists
+            and `weights` looks like a dataset name (no '/', '~' or '.').
     """
     path = os.path.expanduser(os.fspath(weights))
     if os.path.isdir(path):
@@ -497,11 +485,14 @@ def resolve_checkpoint_path(weights: str | os.PathLike) -> str:
             )
     elif os.path.isfile(path) or os.path.isfile(path + ".index"):
         return path.removesuffix(".index")
-    raise FileNotFoundError(
+    expected = (
         f"Expected weights to be None, a registered dataset name {registered_datasets()} or the "
         "path to a checkpoint (.h5, .weights.h5 or .keras file, TF checkpoint prefix or "
-        f"directory), but got {os.fspath(weights)!r}: no such file or checkpoint."
+        f"directory), but got {os.fspath(weights)!r}"
     )
+    if isinstance(weights, str) and not re.search(r"[/\\~.]", weights):  # a dataset's name?
+        raise ValueError(f"{expected}: no such dataset, and no such file.")
+    raise FileNotFoundError(f"{expected}: no such file or checkpoint.")
 
 
 def _local_path(weights: str | os.PathLike, *, model_name: str, include_top: bool) -> str:
@@ -563,13 +554,6 @@ def validate_weights_argument(weights, *, include_top: bool, num_classes: int) -
                 f"{num_classes}. Use include_top=False and add your own head to fine-tune."
             )
         return
-    if isinstance(weights, str) and not re.search(r"[/\\~.]", weights):  # a dataset name?
-        if not os.path.exists(weights) and not os.path.exists(weights + ".index"):
-            raise ValueError(
-                f"Expected weights to be None, a registered dataset name "
-                f"{registered_datasets()} or the path to a checkpoint file, but got "
-                f"{weights!r}: no such dataset, and no such file."
-            )
     resolve_checkpoint_path(weights)
 
 
@@ -699,10 +683,10 @@ def _sorted(shapes) -> list[tuple]:
     return sorted((tuple(int(d) for d in shape) for shape in shapes), key=lambda s: (-len(s), s))
 
 
-def _shapes(layer) -> list[tuple]:
-    """Weight shapes in the order of HDF5 files and `get_weights`."""
-    weights = layer.trainable_weights + layer.non_trainable_weights
-    return [tuple(int(d) for d in weight.shape) for weight in weights]
+def _shapes(layer, fmt: str) -> list[tuple]:
+    """A layer's weight shapes as `fmt` stores them: in `get_weights` order, else sorted."""
+    shapes = [tuple(w.shape) for w in layer.trainable_weights + layer.non_trainable_weights]
+    return shapes if fmt in ("h5", "model") else _sorted(shapes)
 
 
 def _source_layers(model, source) -> tuple[str, str, str, list]:
@@ -710,7 +694,9 @@ def _source_layers(model, source) -> tuple[str, str, str, list]:
     in `model`'s order for `.weights.h5` / `.keras` files (shapes None where absent, the
     file's other entries last)."""
     if isinstance(source, tf.keras.Model):
-        layers = [(layer.name, _shapes(layer)) for layer in source.layers if layer.weights]
+        layers = [
+            (layer.name, _shapes(layer, "model")) for layer in source.layers if layer.weights
+        ]
         return "model", f"The source model {source.name!r}", "", layers
     path = resolve_checkpoint_path(source)
     fmt, layers, origin = _read_layers(path, path)
@@ -737,21 +723,15 @@ def _check(model, source, *, include_top: bool, model_name: str | None) -> tuple
     skip_head = len(saved) > len(ours)
     prefix = f"{what} does not fit {model_name}{origin}: first mismatch at"
     for index, layer in enumerate(ours):
-        expected = (
-            _sorted(_shapes(layer)) if fmt in ("tf", "weights.h5", "keras") else _shapes(layer)
-        )
-        if index >= len(saved) or saved[index][1] is None:
-            lacks = (
-                f"no {saved[index][0]!r} entry"
-                if index < len(saved)
-                else f"only {len(saved)} layers with weights"
-            )
+        expected = _shapes(layer, fmt)
+        name, found = saved[index] if index < len(saved) else (None, None)
+        if found is None:
+            has = f"no {name!r} entry" if name else f"only {len(saved)} layers with weights"
+            top = ": a no-top file? pass include_top=False." if include_top else "."
             raise ValueError(
                 f"{prefix} layer #{index} {layer.name!r} with weights {expected}, which the "
-                f"{kind} lacks (it has {lacks})"
-                + (": a no-top file? pass include_top=False." if include_top else ".")
+                f"{kind} lacks (it has {has}){top}"
             )
-        name, found = saved[index]
         if found != expected:
             raise ValueError(
                 f"{prefix} layer #{index} {layer.name!r}: {model_name} has weights of shapes "
@@ -785,13 +765,11 @@ def check_compatible(
     """Check that `source`'s weights fit `model`, without assigning any.
 
     Layers with weights are paired as tf-keras's loaders pair them: by position for HDF5 files,
-    TF checkpoints and built models; by tf-keras's layer path (class name and ordinal) for
-    `.weights.h5` and `.keras` files. Their weight shapes must be equal (compared sorted where
-    a format does not keep their order). A built model's layer names must match too, ignoring
-    Keras's `_<n>` suffixes (the recipe's step 1 -> step 2 transfer). With
-    `include_top=False`, `source` may have extra trailing layers (a head, skipped when loading;
-    for HDF5 files the layer names must then match, as tf-keras loads them by name). A file
-    written by `publish_weights` must also match the content hash stored in it.
+    TF checkpoints and built models, by layer path (class name and ordinal) for `.weights.h5`
+    and `.keras` files; their weight shapes must be equal. A built model's layer names must
+    match too, ignoring Keras's `_<n>` suffixes (the recipe's step 1 -> step 2 transfer). With
+    `include_top=False`, `source` may have a head (extra trailing layers; an HDF5 file's layer
+    names must then match, as tf-keras skips it by loading by name).
 
     Example:
         ```python
@@ -810,7 +788,7 @@ def check_compatible(
 
     Raises:
         ValueError: naming `source`, the model and the first mismatching layer (index, name,
-            expected and found shapes); an unreadable or altered file; an unsupported format.
+            expected and found shapes); an unreadable, damaged or altered file.
         FileNotFoundError: no such checkpoint.
     """
     return _check(model, source, include_top=include_top, model_name=model_name)[0]
