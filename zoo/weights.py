@@ -65,6 +65,9 @@ _CONTENT_MARK = "larq_dysign_weights_sha256"
 #: HDF5 attribute "pytorch" of weights for a model built with `padding="pytorch"`, e.g. the
 #: ImageNet weights `import_reactnet` converts from ReActNet's PyTorch checkpoints.
 PADDING_MARK = "larq_dysign_padding"
+# What h5py, zipfile and TF's checkpoint reader raise for a file that is not weights or is
+# truncated or damaged.
+_READ_ERRORS = (OSError, KeyError, IndexError, RuntimeError, zipfile.BadZipFile, tf.errors.OpError)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -364,10 +367,10 @@ def get_weights_file(
 ) -> str:
     """The local path of a registered weights file, downloaded into the cache if needed.
 
-    Looks in the mirror directory (read in place), then the cache, then downloads from the
-    mirror URL or the registry's URL. `include_top=False` takes the no-top file if one is
-    found, else the full file (its head is skipped when loaded). A bad cache file is replaced
-    only by a verified download. Use it to fill a cache for an air-gapped machine.
+    Looks in the mirror directory (read in place), the cache, then downloads from the mirror
+    URL or the registry's URL; a bad cache file is replaced only by a verified download.
+    `include_top=False` takes the no-top file if found, else the full file (its head is
+    skipped when loaded). Use it to fill a cache for an air-gapped machine.
 
     Example:
         ```python
@@ -438,15 +441,16 @@ def _not_found_message(entries: list[WeightsEntry], looked: list[str]) -> str:
     first, names = entries[0], " or ".join(entry.file_name for entry in entries)
     lines = [f"No file for the {_describe(first)} was found. Looked for {names} in:"]
     lines += [f"  - {line}" for line in looked]
-    if first.dataset == "imagenet" and first.model in reactnet_import.CHECKPOINT_SOURCES:
-        lines += [reactnet_import.missing_weights_hint(first.model), "Or train the model:"]
+    importable = first.dataset == "imagenet" and first.model in reactnet_import.CHECKPOINT_SOURCES
+    if importable:
+        lines.append(reactnet_import.missing_weights_hint(first.model))
     elif not any(entry.url for entry in entries):
-        lines += [
-            "None is published (the papers' authors released no checkpoint of this network "
-            "and this project has not trained one). To produce the file, train the model:"
-        ]
-    else:
-        lines += ["To produce the file, train the model:"]
+        lines.append(
+            "None is published: the papers' authors released no checkpoint of this network, "
+            "and this project has not trained one."
+        )
+    train = "Or train" if importable else "To produce the file, train"
+    lines.append(f"{train} the model with the recipe and publish its weights:")
     dataset = TRAINING_DATASETS.get(first.dataset, first.dataset)
     notop = "" if first.include_top else " --notop"
     return "\n".join(
@@ -508,10 +512,9 @@ def recorded_padding(weights, *, model_name: str, include_top: bool = True) -> s
 
     Details:
         The zoo constructors call it for `padding=None`, before building: "pytorch" for the
-        files `import_reactnet` writes (and a whole-model `.keras` file of a model built
-        with it), None (the zoo's default padding) for files without the mark, other
-        formats, damaged files (loading names the damage) or no weights. A registered
-        dataset is looked up as for loading, so its errors come first.
+        files `import_reactnet` writes and a `.keras` file of a model built with it, else
+        None (the zoo's default; a damaged file is named by the load). A registered dataset
+        is looked up as for loading, so its errors come first.
 
     Raises:
         FileNotFoundError, ValueError, OSError: see `get_weights_file`,
@@ -648,14 +651,7 @@ def _read_layers(path: str, shown: str) -> tuple[str, list[tuple[str, list[tuple
                     fmt, layers, origin = "weights.h5", _saving_lib_layers(file), ""
                 else:
                     fmt, layers, origin = _keras_h5(file, shown)
-    except (
-        OSError,
-        KeyError,
-        IndexError,
-        RuntimeError,
-        zipfile.BadZipFile,
-        tf.errors.OpError,
-    ) as error:
+    except _READ_ERRORS as error:
         raise ValueError(
             f"{shown} is neither Keras weights (.h5, .weights.h5, .keras) nor a TF checkpoint, "
             f"or it is truncated or damaged ({error})."
@@ -834,13 +830,11 @@ def publish_weights(
     """Write a trained model's weights as a registry file and describe its entry.
 
     Writes `<out_dir>/<model>_<dataset>_weights[_notop].h5` (Keras HDF5 weights) through a
-    temporary name. The file records the model, the dataset and the sha256 of its weights
-    (HDF5 attribute `larq_dysign_weights_sha256`), which every load checks: a flipped bit is
-    refused even where the registry has no sha256; a model built with `padding="pytorch"`
-    also records that (`PADDING_MARK`), and `attributes` adds more (e.g. the source). Upload
-    it (URL `<url_base>/<file name>`) and add the returned entry to `PUBLISHED_WEIGHTS` (or
-    `register_weights`), or copy it into a cache or mirror directory: it then loads with
-    `weights=dataset`.
+    temporary name, recording the model, the dataset, the sha256 of its weights (checked by
+    every load, even without a registered sha256), `PADDING_MARK` for a model built with
+    `padding="pytorch"`, and `attributes`. Upload it to `<url_base>/<file name>` and add the
+    returned entry to `PUBLISHED_WEIGHTS` (or `register_weights`), or copy it into a cache
+    or mirror directory: it then loads with `weights=dataset`.
 
     Example:
         ```python
