@@ -52,7 +52,8 @@ MIRROR_DIR_ENV = "LARQ_DYSIGN_WEIGHTS_DIR"
 #: Seconds a download may wait for data (connect or next bytes); more than a day overflows
 #: time_t in socket timeouts ("timestamp out of range").
 TIMEOUT_ENV = "LARQ_DYSIGN_DOWNLOAD_TIMEOUT"
-DEFAULT_TIMEOUT, MAX_TIMEOUT = 60.0, 24 * 3600.0
+DEFAULT_TIMEOUT = 60.0
+MAX_TIMEOUT = 24 * 3600.0
 #: `.part` files this old were left by a killed process (a live download writes its own).
 STALE_PART_SECONDS = 24 * 3600
 #: Datasets with an entry for every zoo model, their class counts, and the training
