@@ -1,23 +1,16 @@
 """Pretrained weights: a registry table, a download cache, mirrors, and checked loading.
 
-As in keras.applications, each zoo model has registry entries `(model, dataset, include_top)
--> file name, sha256, URL` (`PUBLISHED_WEIGHTS`; `register_weights` at run time).
-`weights="imagenet"` (or another registered dataset) takes the file from the mirror directory
-`$LARQ_DYSIGN_WEIGHTS_DIR` (read in place), else the cache `$LARQ_DYSIGN_CACHE_DIR` (default
-`~/.keras/larq_dysign`), else downloads it with `tf.keras.utils.get_file(..., file_hash=...)`
-from `$LARQ_DYSIGN_WEIGHTS_URL/<file name>` (a `file://` URL or a directory there is a mirror
-directory) or the registry's URL. `include_top=False` takes the no-top file, else the full file
-and skips its head. Files are verified: the registry's sha256 if it has one, else the file must
-read as weights (and match the content hash `publish_weights` stores in it); a bad cache file
-is downloaded again, a download is renamed into the cache only once verified, and it fails after
-`$LARQ_DYSIGN_DOWNLOAD_TIMEOUT` seconds (default 60) without data. docs/reliability.md lists
-the faults survived and their tests.
-
-Every load runs `check_compatible` (layers with weights and their shapes against the built
-model, the first mismatching layer named before any weight is assigned), then tf-keras's own
-`model.load_weights`, which reads Keras HDF5 weights (`save_weights("w.h5")`, `save("m.h5")`),
-tf-keras `.weights.h5` files, whole-model `.keras` files and TF checkpoints
-(`save_weights("dir/ckpt")`: the prefix, its `.index` file or the directory).
+As in keras.applications and larq-zoo: registry entries `(model, dataset, include_top) -> file
+name, sha256, URL` (`PUBLISHED_WEIGHTS`, or `register_weights` at run time). A registered
+dataset (`weights="imagenet"`) is read from the mirror directory `$LARQ_DYSIGN_WEIGHTS_DIR`,
+else the cache `$LARQ_DYSIGN_CACHE_DIR` (default `~/.keras/larq_dysign`), else downloaded with
+`tf.keras.utils.get_file` from `$LARQ_DYSIGN_WEIGHTS_URL/<file name>` or the registry's URL,
+and verified. Every load, of a dataset or a checkpoint path, runs `check_compatible` (the
+first mismatching layer named before any weight is assigned), then tf-keras's own
+`model.load_weights`: Keras HDF5 (`save_weights("w.h5")`, `save("m.h5")`), `.weights.h5`,
+whole-model `.keras` and TF checkpoints (the prefix, its `.index` file or the directory).
+docs/reliability.md lists the faults survived (atomic downloads, the timeout, bad cache
+files) and their tests.
 
 Example:
     ```python
@@ -47,32 +40,35 @@ import h5py
 import tensorflow as tf
 
 from ..files import atomic_path
+from .pytorch_padding import SpatialReverse
 from .registry import get_model_constructor, list_models
 
 logger = logging.getLogger(__name__)
 
 CACHE_DIR_ENV = "LARQ_DYSIGN_CACHE_DIR"
+DEFAULT_CACHE_DIR = os.path.join("~", ".keras", "larq_dysign")
 MIRROR_URL_ENV = "LARQ_DYSIGN_WEIGHTS_URL"
 MIRROR_DIR_ENV = "LARQ_DYSIGN_WEIGHTS_DIR"
-#: Seconds a download may wait for the server (connect or next bytes) before it fails.
+#: Seconds a download may wait for data (connect or next bytes); more than a day overflows
+#: time_t in socket timeouts ("timestamp out of range").
 TIMEOUT_ENV = "LARQ_DYSIGN_DOWNLOAD_TIMEOUT"
 DEFAULT_TIMEOUT = 60.0
-#: Socket timeouts from about 1e10 s overflow time_t ("timestamp out of range"); a day is plenty.
 MAX_TIMEOUT = 24 * 3600.0
-#: `.part` files this old are left by a killed process (a live download writes its own).
+#: `.part` files this old were left by a killed process (a live download writes its own).
 STALE_PART_SECONDS = 24 * 3600
-DEFAULT_CACHE_DIR = os.path.join("~", ".keras", "larq_dysign")
-#: Datasets with an entry for every zoo model, and their class counts.
+#: Datasets with an entry for every zoo model, their class counts, and the training
+#: recipe's name for them (for the not-found message).
 DEFAULT_DATASETS = {"imagenet": 1000}
-#: The training recipe's dataset name for each registry dataset (for the error message).
 TRAINING_DATASETS = {"imagenet": "imagenet2012"}
-# HDF5 attributes written by `publish_weights`: origin (for messages) and the weights' sha256.
+# HDF5 attributes written by `publish_weights`: origin (for messages), the weights' sha256.
 _MODEL_MARK, _DATASET_MARK = "larq_dysign_model", "larq_dysign_dataset"
 _CONTENT_MARK = "larq_dysign_weights_sha256"
-#: HDF5 attribute of weights made for a padding other than the zoo's default: "pytorch"
-#: (`publish_weights` writes it for a model built with `padding="pytorch"`, e.g. the ImageNet
-#: weights `import_reactnet` converts from ReActNet's PyTorch checkpoints).
+#: HDF5 attribute "pytorch" of weights for a model built with `padding="pytorch"`, e.g. the
+#: ImageNet weights `import_reactnet` converts from ReActNet's PyTorch checkpoints.
 PADDING_MARK = "larq_dysign_padding"
+# What h5py, zipfile and TF's checkpoint reader raise for a file that is not weights or is
+# truncated or damaged.
+_READ_ERRORS = (OSError, KeyError, IndexError, RuntimeError, zipfile.BadZipFile, tf.errors.OpError)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,8 +135,7 @@ def register_weights(
     """Add (or replace) the registry entry `(model_name, dataset, include_top)`.
 
     Then `zoo.<model_name>(weights=dataset)` finds the file in the mirror or cache, or
-    downloads it from `url`; without `sha256` any intact weights file is accepted. A new
-    dataset needs `num_classes`.
+    downloads it from `url`; without `sha256` any intact weights file is accepted.
 
     Example:
         ```python
@@ -148,6 +143,10 @@ def register_weights(
                              url="https://example.org/w/reactnet18_cifar10_weights.h5")
         model = zoo.ReActNet18(input_shape=(32, 32, 3), num_classes=10, weights="cifar10")
         ```
+
+    Args:
+        num_classes: the dataset's class count, needed for a new dataset only.
+        file_name: default `weights_file_name(model_name, dataset, include_top=...)`.
 
     Raises:
         ValueError: unknown model, bad dataset name, missing or inconsistent `num_classes`,
@@ -209,15 +208,10 @@ def weights_entry(model_name: str, dataset: str, *, include_top: bool = True) ->
         file_name = weights_file_name(model_name, dataset, include_top=include_top)
         classes = DEFAULT_DATASETS[dataset] if include_top else None
         return WeightsEntry(model_name, dataset, include_top, file_name, num_classes=classes)
-    other = (
-        " (registered for the other include_top)"
-        if (model_name, dataset, not include_top) in _REGISTRY
-        else ""
-    )
     raise ValueError(
         f"Expected weights for {model_name} (include_top={include_top}) to be None, a path to a "
         f"checkpoint, or a dataset registered for it {registered_datasets(model_name)}, but got "
-        f"{dataset!r}{other}."
+        f"{dataset!r}."
     )
 
 
@@ -269,9 +263,7 @@ def download_timeout() -> float:
     Raises:
         ValueError: the variable is set to anything but a number in (0, MAX_TIMEOUT].
     """
-    value = os.environ.get(TIMEOUT_ENV)
-    if not value:
-        return DEFAULT_TIMEOUT
+    value = os.environ.get(TIMEOUT_ENV) or str(DEFAULT_TIMEOUT)
     try:
         seconds = float(value)
     except ValueError:
@@ -298,18 +290,6 @@ def remove_stale_parts(directory: str, *, older_than: float = STALE_PART_SECONDS
 # ----------------------------------------------------------------------------- downloads
 
 
-@contextlib.contextmanager
-def _socket_timeout(seconds: float):
-    """`get_file` connects without a timeout (a silent server would hang the caller forever):
-    set the process default for the download only."""
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(seconds)
-    try:
-        yield
-    finally:
-        socket.setdefaulttimeout(previous)
-
-
 class _NotOnServer(Exception):
     """HTTP 404: the mirror or registry URL does not hold the file (try the next source)."""
 
@@ -318,13 +298,25 @@ def _describe(entry: WeightsEntry) -> str:
     return f"{entry.model} {entry.dataset!r} weights (include_top={entry.include_top})"
 
 
+def _problem(path: str, entry: WeightsEntry) -> str | None:
+    """Why `path` is not an intact copy of `entry`'s file, or None: the registry's sha256 if
+    it has one, else the file must read as weights (and match its `publish_weights` hash)."""
+    if entry.sha256:
+        actual = sha256_of(path)
+        return None if actual == entry.sha256 else f"has sha256 {actual}, not {entry.sha256}"
+    try:
+        _read_layers(path, "the file")
+    except ValueError as error:
+        return f"is not intact weights: {error}"
+    return None
+
+
 def _download(url: str, destination: str, entry: WeightsEntry) -> None:
     """Download `url` into `destination` through a `.part` file, renamed once verified.
 
-    `get_file` (tf-keras 2.21) writes straight to its target, keeps a file whose hash does not
-    match and ignores the Content-Length (a connection closed mid-file "succeeds"), so it
-    writes a `.part` file here, removed on any failure; without a registered sha256,
-    `_read_checkpoint` verifies it (HDF5 and zip notice truncation).
+    `get_file` (tf-keras 2.21) writes straight to its target, ignores the Content-Length (a
+    connection closed mid-file "succeeds") and connects without a timeout, so the download
+    goes to a `.part` file, removed on any failure, and `_problem` verifies it.
     """
     directory, what = os.path.dirname(destination), _describe(entry)
     try:
@@ -337,24 +329,11 @@ def _download(url: str, destination: str, entry: WeightsEntry) -> None:
     remove_stale_parts(directory)
     part = os.path.join(directory, f".{os.path.basename(destination)}.{uuid.uuid4().hex}.part")
     timeout, kept = download_timeout(), f"Nothing was kept in {directory}."
+    previous = socket.getdefaulttimeout()
     try:
         try:
-            with _socket_timeout(timeout):
-                tf.keras.utils.get_file(
-                    fname=part,
-                    origin=url,
-                    file_hash=entry.sha256 or None,
-                    hash_algorithm="sha256",
-                    cache_dir=directory,
-                    cache_subdir=directory,
-                )
-        except ValueError as error:  # the hash differs; get_file keeps the file
-            received = f"{os.path.getsize(part)} bytes, sha256 {sha256_of(part)}"
-            raise ValueError(
-                f"The download of {what} from {url} ({received}) does not have the registry's "
-                f"sha256 {entry.sha256}: the download was cut off, or the server holds another "
-                f"version of the file. {kept}"
-            ) from error
+            socket.setdefaulttimeout(timeout)  # the process default, for the download only
+            tf.keras.utils.get_file(part, url, cache_dir=directory, cache_subdir=directory)
         except Exception as error:
             cause = error.__context__
             if isinstance(cause, urllib.error.HTTPError) and cause.code == 404:
@@ -363,113 +342,21 @@ def _download(url: str, destination: str, entry: WeightsEntry) -> None:
             if isinstance(error, TimeoutError) or isinstance(reason, TimeoutError):
                 reason = f"no data for {timeout:g} s; {TIMEOUT_ENV} sets the limit"
             raise OSError(f"Downloading {what} from {url} failed ({reason}). {kept}") from error
+        finally:
+            socket.setdefaulttimeout(previous)
+        if problem := _problem(part, entry):
+            raise ValueError(
+                f"The download of {what} from {url} ({os.path.getsize(part)} bytes) {problem}: "
+                f"it was cut off, or the server holds another file. {kept}"
+            )
         if not entry.sha256:
-            try:
-                _read_checkpoint(part, shown=url)
-            except ValueError as error:
-                raise ValueError(f"The download of {what} was refused: {error} {kept}") from error
             logger.warning(
-                "No sha256 is registered for %s: accepted %s, sha256 %s.",
-                what,
-                url,
-                sha256_of(part),
+                "No sha256 registered for %s: accepted %s, sha256 %s.", what, url, sha256_of(part)
             )
         os.replace(part, destination)
     finally:
         if os.path.exists(part):
             os.remove(part)
-
-
-def _problem(path: str, entry: WeightsEntry) -> str | None:
-    """Why `path` is not an intact copy of `entry`'s file, or None."""
-    if entry.sha256:
-        actual = sha256_of(path)
-        return None if actual == entry.sha256 else f"has sha256 {actual}, not {entry.sha256}"
-    try:
-        _read_checkpoint(path)
-    except ValueError as error:
-        return f"is not intact weights ({error})"
-    return None
-
-
-def _find_or_download(entries: list[WeightsEntry], cache_dir: str) -> str:
-    """The first verified file for `entries` (in order): mirror directory, cache, download."""
-    mirror_dir, mirror_url = mirror_locations()
-    download_timeout()  # a bad value fails now, not after a search
-    urls = {e: f"{mirror_url}/{e.file_name}" if mirror_url else e.url for e in entries}
-    looked = [
-        f"mirror directory: {mirror_dir or f'not set (${MIRROR_DIR_ENV})'}",
-        f"cache: {cache_dir} (${CACHE_DIR_ENV} changes it)",
-        f"mirror URL: {mirror_url or f'not set (${MIRROR_URL_ENV})'}",
-    ]
-    for entry in entries:
-        path = os.path.join(mirror_dir or "", entry.file_name)
-        if mirror_dir and os.path.isfile(path):
-            if problem := _problem(path, entry):
-                raise ValueError(
-                    f"{path} in the mirror directory ({MIRROR_DIR_ENV}) {problem}: replace it "
-                    f"with an intact copy of the {_describe(entry)}."
-                )
-            return path
-        path = os.path.join(cache_dir, entry.file_name)
-        if not os.path.isfile(path):
-            continue
-        if not (problem := _problem(path, entry)):
-            return path
-        if not urls[entry]:
-            if entry.sha256:  # certainly not the registry's file
-                os.remove(path)
-            raise ValueError(
-                f"The cached {path} {problem}"
-                + (" and was removed" if entry.sha256 else "")
-                + f"; no URL is set to download the {_describe(entry)} again (set "
-                f"{MIRROR_URL_ENV}, or replace the file)."
-            )
-        logger.warning("Downloading %s again: the cached %s %s.", _describe(entry), path, problem)
-        looked.append(f"cache: {path} {problem}")
-    for entry in entries:  # a bad cache file is replaced only by a verified download
-        try:
-            if urls[entry]:
-                _download(urls[entry], os.path.join(cache_dir, entry.file_name), entry)
-                return os.path.join(cache_dir, entry.file_name)
-        except _NotOnServer as error:
-            looked.append(f"download: {error}")
-    raise FileNotFoundError(_not_available_message(entries, looked))
-
-
-def _not_available_message(entries: list[WeightsEntry], looked: list[str]) -> str:
-    """Where the file was looked for, and how to produce it."""
-    from . import reactnet_import  # it imports this module
-
-    first = entries[0]
-    importable = first.dataset == "imagenet" and first.model in reactnet_import.CHECKPOINT_SOURCES
-    status = (
-        "could be found or downloaded."
-        if any(e.url for e in entries)
-        else "are in the mirror or cache yet."
-        if importable
-        else (
-            "have been published yet: no public checkpoint of this network exists (the papers' "
-            "authors released none and this project has not trained one)."
-        )
-    )
-    return "\n".join(
-        [
-            f"No {first.dataset!r} weights for {first.model} (include_top={first.include_top}) "
-            + status,
-            f"Looked for {' or '.join(e.file_name for e in entries)} in:",
-            *(f"  - {line}" for line in looked),
-            *([reactnet_import.missing_weights_hint(first.model)] if importable else []),
-            ("Or train" if importable else "To produce the file, train")
-            + " the model with the recipe and publish its weights:",
-            f"  larq-dysign train {first.model} --dataset "
-            f"{TRAINING_DATASETS.get(first.dataset, first.dataset)} ...",
-            f"  larq-dysign publish-weights {first.model} <trained weights .h5> --dataset "
-            f"{first.dataset} -o <directory>" + ("" if first.include_top else " --notop"),
-            "then copy the file into the mirror directory or the cache above (or pass "
-            'weights="<path to the .h5>").',
-        ]
-    )
 
 
 def get_weights_file(
@@ -481,8 +368,10 @@ def get_weights_file(
 ) -> str:
     """The local path of a registered weights file, downloaded into the cache if needed.
 
-    `include_top=False` returns the no-top file if one is found, else the full file (its head
-    is skipped when loaded). Use it to fill a cache for an air-gapped machine.
+    Looks in the mirror directory (read in place), the cache, then downloads from the mirror
+    URL or the registry's URL; a bad cache file is replaced only by a verified download.
+    `include_top=False` takes the no-top file if found, else the full file (its head is
+    skipped when loaded). Use it to fill a cache for an air-gapped machine.
 
     Example:
         ```python
@@ -503,32 +392,120 @@ def get_weights_file(
     if not entries:
         weights_entry(model_name, dataset, include_top=include_top)  # raises, listing datasets
     cache_dir = os.path.abspath(os.path.expanduser(cache_dir or default_cache_dir()))
-    return _find_or_download(entries, cache_dir)
+    mirror_dir, mirror_url = mirror_locations()
+    download_timeout()  # a bad value fails now, not after a search
+    looked = [
+        f"mirror directory: {mirror_dir or f'not set (${MIRROR_DIR_ENV})'}",
+        f"cache: {cache_dir} (${CACHE_DIR_ENV} changes it)",
+        f"mirror URL: {mirror_url or f'not set (${MIRROR_URL_ENV})'}",
+    ]
+    for entry in entries:
+        path = os.path.join(mirror_dir or "", entry.file_name)
+        if mirror_dir and os.path.isfile(path):
+            if problem := _problem(path, entry):
+                raise ValueError(
+                    f"{path} in the mirror directory ({MIRROR_DIR_ENV}) {problem}: replace it "
+                    f"with an intact copy of the {_describe(entry)}."
+                )
+            return path
+        path = os.path.join(cache_dir, entry.file_name)
+        if not os.path.isfile(path):
+            continue
+        if not (problem := _problem(path, entry)):
+            return path
+        if not (mirror_url or entry.url):
+            if entry.sha256:  # certainly not the registry's file
+                os.remove(path)
+            raise ValueError(
+                f"The cached {path} {problem}"
+                + (" and was removed" if entry.sha256 else "")
+                + f"; no URL is set to download the {_describe(entry)} again (set "
+                f"{MIRROR_URL_ENV}, or replace the file)."
+            )
+        logger.warning("Downloading %s again: the cached %s %s.", _describe(entry), path, problem)
+        looked.append(f"cache: {path} {problem}")
+    for entry in entries:  # a bad cache file is replaced only by a verified download
+        url = f"{mirror_url}/{entry.file_name}" if mirror_url else entry.url
+        try:
+            if url:
+                _download(url, os.path.join(cache_dir, entry.file_name), entry)
+                return os.path.join(cache_dir, entry.file_name)
+        except _NotOnServer as error:
+            looked.append(f"download: {error}")
+    raise FileNotFoundError(_not_found_message(entries, looked))
+
+
+def _not_found_message(entries: list[WeightsEntry], looked: list[str]) -> str:
+    """Where the file was looked for, and how to produce it."""
+    from . import reactnet_import  # it imports this module
+
+    first, names = entries[0], " or ".join(entry.file_name for entry in entries)
+    lines = [f"No file for the {_describe(first)} was found. Looked for {names} in:"]
+    lines += [f"  - {line}" for line in looked]
+    importable = first.dataset == "imagenet" and first.model in reactnet_import.CHECKPOINT_SOURCES
+    if importable:
+        lines.append(reactnet_import.missing_weights_hint(first.model))
+    elif not any(entry.url for entry in entries):
+        lines.append(
+            "None is published: the papers' authors released no checkpoint of this network, "
+            "and this project has not trained one."
+        )
+    train = "Or train" if importable else "To produce the file, train"
+    lines.append(f"{train} the model with the recipe and publish its weights:")
+    dataset = TRAINING_DATASETS.get(first.dataset, first.dataset)
+    notop = "" if first.include_top else " --notop"
+    return "\n".join(
+        [
+            *lines,
+            f"  larq-dysign train {first.model} --dataset {dataset} ...",
+            f"  larq-dysign publish-weights {first.model} <trained weights .h5> --dataset "
+            f"{first.dataset} -o <directory>{notop}",
+            "then copy the file into the mirror directory or the cache above (or pass "
+            'weights="<path to the .h5>").',
+        ]
+    )
 
 
 # ---------------------------------------------------------------------------- checkpoints
 
 
 def resolve_checkpoint_path(weights: str | os.PathLike) -> str:
-    """The path to load: a file, a TF checkpoint prefix (given, or from its `.index` file or
-    the directory's latest checkpoint), or a SavedModel directory (refused when read).
+    """The path to load: a file, or a TF checkpoint prefix (given, or from its `.index` file
+    or the directory's latest checkpoint).
 
     Raises:
         FileNotFoundError: nothing of the kind exists.
+        ValueError: a SavedModel directory (its weights must be saved first); nothing exists
+            and `weights` looks like a dataset name (no '/', '~' or '.').
     """
     path = os.path.expanduser(os.fspath(weights))
     if os.path.isdir(path):
         if latest := tf.train.latest_checkpoint(path):
             return latest
         if os.path.exists(os.path.join(path, "saved_model.pb")):
-            return path
+            raise ValueError(
+                f"Expected weights to be a checkpoint, but {path} is a SavedModel directory, "
+                "which the zoo does not load. Save its weights: "
+                "`tf.keras.models.load_model(path).save_weights('w.h5')`, then pass 'w.h5'."
+            )
     elif os.path.isfile(path) or os.path.isfile(path + ".index"):
         return path.removesuffix(".index")
-    raise FileNotFoundError(
+    expected = (
         f"Expected weights to be None, a registered dataset name {registered_datasets()} or the "
         "path to a checkpoint (.h5, .weights.h5 or .keras file, TF checkpoint prefix or "
-        f"directory), but got {os.fspath(weights)!r}: no such file or checkpoint."
+        f"directory), but got {os.fspath(weights)!r}"
     )
+    if isinstance(weights, str) and not re.search(r"[/\\~.]", weights):  # a dataset's name?
+        raise ValueError(f"{expected}: no such dataset, and no such file.")
+    raise FileNotFoundError(f"{expected}: no such file or checkpoint.")
+
+
+def _local_path(weights: str | os.PathLike, *, model_name: str, include_top: bool) -> str:
+    """The file or TF checkpoint prefix of `weights`: a registered dataset's (found or
+    downloaded by `get_weights_file`) or a checkpoint path (`resolve_checkpoint_path`)."""
+    if isinstance(weights, str) and weights in _DATASET_CLASSES:
+        return get_weights_file(model_name, weights, include_top=include_top)
+    return resolve_checkpoint_path(weights)
 
 
 def recorded_padding(weights, *, model_name: str, include_top: bool = True) -> str | None:
@@ -536,44 +513,25 @@ def recorded_padding(weights, *, model_name: str, include_top: bool = True) -> s
 
     Details:
         The zoo constructors call it for `padding=None`, before building: "pytorch" for the
-        files `import_reactnet` writes, None (the zoo's default padding) for files without
-        the mark, other formats, or no weights. A registered dataset is looked up as for
-        loading (`get_weights_file`: mirror, cache, download), so its errors come first.
+        files `import_reactnet` writes and a `.keras` file of a model built with it, else
+        None (the zoo's default; a damaged file is named by the load). A registered dataset
+        is looked up as for loading, so its errors come first.
 
     Raises:
-        FileNotFoundError, ValueError, OSError: for a dataset, see `get_weights_file`.
+        FileNotFoundError, ValueError, OSError: see `get_weights_file`,
+            `resolve_checkpoint_path`.
     """
-    if isinstance(weights, str) and weights in registered_datasets(model_name):
-        path = get_weights_file(model_name, weights, include_top=include_top)
-    elif isinstance(weights, str | os.PathLike):
-        path = os.path.expanduser(os.fspath(weights))
-    else:
+    if not isinstance(weights, str | os.PathLike):
         return None
-    if not os.path.isfile(path):
-        return None
-    if zipfile.is_zipfile(path):  # a whole-model .keras: its config says how it was built
-        try:
+    path = _local_path(weights, model_name=model_name, include_top=include_top)
+    with contextlib.suppress(OSError, KeyError, zipfile.BadZipFile):
+        if zipfile.is_zipfile(path):  # a whole-model .keras: its config says how it was built
             with zipfile.ZipFile(path) as archive:
-                config = archive.read("config.json").decode("utf8")
-        except (KeyError, OSError, zipfile.BadZipFile):
-            return None  # loading reports the damaged file
-        return "pytorch" if '"SpatialReverse"' in config else None
-    if not h5py.is_hdf5(path):
-        return None
-    try:
+                return "pytorch" if b'"SpatialReverse"' in archive.read("config.json") else None
         with h5py.File(path, "r") as file:
             value = file.attrs.get(PADDING_MARK)
-    except OSError:
-        return None  # loading reports the damaged file
-    return value.decode("utf8") if isinstance(value, bytes) else value
-
-
-def _model_padding(model: tf.keras.Model) -> str | None:
-    """ "pytorch" for a zoo model built with `padding="pytorch"` (it reverses feature maps
-    around its strided convs), else None."""
-    from .pytorch_padding import SpatialReverse
-
-    return "pytorch" if any(isinstance(x, SpatialReverse) for x in model.layers) else None
+            return value.decode("utf8") if isinstance(value, bytes) else value
+    return None
 
 
 def validate_weights_argument(weights, *, include_top: bool, num_classes: int) -> None:
@@ -600,23 +558,7 @@ def validate_weights_argument(weights, *, include_top: bool, num_classes: int) -
                 f"{num_classes}. Use include_top=False and add your own head to fine-tune."
             )
         return
-    if isinstance(weights, str) and not re.search(r"[/\\~.]", weights):  # a dataset name?
-        if not os.path.exists(weights) and not os.path.exists(weights + ".index"):
-            raise ValueError(
-                f"Expected weights to be None, a registered dataset name "
-                f"{registered_datasets()} or the path to a checkpoint file, but got "
-                f"{weights!r}: no such dataset, and no such file."
-            )
     resolve_checkpoint_path(weights)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Checkpoint:
-    """A checkpoint's layers with weights, read without loading them."""
-
-    format: str  # "h5", "weights.h5", "keras" or "tf"
-    layers: list[tuple[str, list[tuple]]]  # (layer name or path, weight shapes)
-    origin: str = ""  # " (published for <model> on <dataset>)"
 
 
 def _h5_strings(group, name: str) -> list[str]:
@@ -639,13 +581,11 @@ def _weights_sha256(group) -> str:
     return digest.hexdigest()
 
 
-def _keras_h5(file, shown: str) -> _Checkpoint:
+def _keras_h5(file, shown: str) -> tuple[str, list, str]:
     """Keras HDF5 weights, positional; a `publish_weights` file's content hash is checked."""
     group = file
     if "layer_names" not in file.attrs and "model_weights" in file:  # model.save("m.h5")
         group = file["model_weights"]
-    if not _h5_strings(group, "layer_names"):
-        raise ValueError(f"{shown} is an HDF5 file but not Keras weights (no 'layer_names').")
     layers = [
         (name, [group[name][weight].shape for weight in weights])
         for name in _h5_strings(group, "layer_names")
@@ -660,12 +600,12 @@ def _keras_h5(file, shown: str) -> _Checkpoint:
     origin = ""
     if _MODEL_MARK in file.attrs:
         origin = f" (published for {file.attrs[_MODEL_MARK]} on {file.attrs[_DATASET_MARK]})"
-    return _Checkpoint("h5", layers, origin)
+    return "h5", layers, origin
 
 
-def _saving_lib_h5(file, fmt: str) -> _Checkpoint:
-    """A tf-keras `.weights.h5` file (or a `.keras` archive's): each `layers/<path>` group with
-    the shapes of every weight below it (its sublayers' too)."""
+def _saving_lib_layers(file) -> list[tuple[str, list[tuple]]]:
+    """Each `layers/<path>` group of a tf-keras `.weights.h5` file, with the shapes of every
+    weight below it (its sublayers' too)."""
     layers = []
     for name, group in file.get("layers", {}).items():
         shapes = []
@@ -675,69 +615,51 @@ def _saving_lib_h5(file, fmt: str) -> _Checkpoint:
             )
         )
         layers.append((f"layers/{name}", _sorted(shapes)))
-    return _Checkpoint(fmt, layers)
+    return layers
 
 
-def _tf_checkpoint(prefix: str, shown: str) -> _Checkpoint:
-    """A TF checkpoint of `save_weights`, positional (`layer_with_weights-N`); every weight is
-    read once, which checks its CRC32C and notices a truncated data file."""
+def _tf_checkpoint_layers(prefix: str) -> list[tuple[str, list[tuple]]]:
+    """The `layer_with_weights-N` of a `save_weights` TF checkpoint; every weight is read
+    once, which checks its CRC32C and notices a truncated data file."""
     reader, shapes = tf.train.load_checkpoint(prefix), {}
     for key, shape in reader.get_variable_to_shape_map().items():
         match = re.fullmatch(r"layer_with_weights-(\d+)/.+/\.ATTRIBUTES/VARIABLE_VALUE", key)
         if match and ".OPTIMIZER_SLOT" not in key:
             reader.get_tensor(key)
             shapes.setdefault(int(match.group(1)), []).append(shape)
-    if not shapes:
-        raise ValueError(
-            f"{shown} is a TF checkpoint without Keras layer weights (no 'layer_with_weights-N' "
-            "variables): write it with `model.save_weights(prefix)`."
-        )
-    return _Checkpoint(
-        "tf", [(f"layer_with_weights-{i}", _sorted(shapes[i])) for i in sorted(shapes)]
-    )
+    return [(f"layer_with_weights-{i}", _sorted(shapes[i])) for i in sorted(shapes)]
 
 
-def _read_checkpoint(path: str, *, shown: str | None = None) -> _Checkpoint:
-    """A checkpoint's layers and shapes, by content; `shown` names it in errors.
+def _read_layers(path: str, shown: str) -> tuple[str, list[tuple[str, list[tuple]]], str]:
+    """A checkpoint's format, `(layer name or path, weight shapes)` of its layers with
+    weights, and origin (" (published for <model> on <dataset>)"), without loading it.
 
     Raises:
-        ValueError: an unsupported format, unreadable (truncated?) or altered file.
+        ValueError: naming `shown`: not a checkpoint, truncated, damaged or altered.
     """
-    shown = shown or path
-    if os.path.isdir(path):
-        raise ValueError(
-            f"{shown} is a SavedModel directory, which the zoo does not load. Save its weights: "
-            "`tf.keras.models.load_model(path).save_weights('w.h5')`, then pass 'w.h5'."
-        )
     try:
-        if not os.path.isfile(path):
-            return _tf_checkpoint(path, shown)
-        if zipfile.is_zipfile(path):
+        if not os.path.isfile(path):  # a TF checkpoint prefix
+            fmt, layers, origin = "tf", _tf_checkpoint_layers(path), ""
+        elif zipfile.is_zipfile(path):  # a whole-model .keras
             with zipfile.ZipFile(path) as archive:
                 if damaged := archive.testzip():
-                    raise ValueError(f"{shown} is damaged: its {damaged} fails the zip CRC check.")
+                    raise zipfile.BadZipFile(f"its {damaged} fails the zip CRC check")
                 with archive.open("model.weights.h5") as member, h5py.File(member, "r") as file:
-                    return _saving_lib_h5(file, "keras")
-        if h5py.is_hdf5(path):
+                    fmt, layers, origin = "keras", _saving_lib_layers(file), ""
+        else:
             with h5py.File(path, "r") as file:
                 if "layer_names" not in file.attrs and "layers" in file:
-                    return _saving_lib_h5(file, "weights.h5")
-                return _keras_h5(file, shown)
-    except (
-        OSError,
-        KeyError,
-        IndexError,
-        RuntimeError,
-        zipfile.BadZipFile,
-        tf.errors.OpError,
-    ) as error:
+                    fmt, layers, origin = "weights.h5", _saving_lib_layers(file), ""
+                else:
+                    fmt, layers, origin = _keras_h5(file, shown)
+    except _READ_ERRORS as error:
         raise ValueError(
-            f"{shown} cannot be read as weights (truncated or damaged?): {error}"
+            f"{shown} is neither Keras weights (.h5, .weights.h5, .keras) nor a TF checkpoint, "
+            f"or it is truncated or damaged ({error})."
         ) from error
-    raise ValueError(
-        f"{shown} is neither Keras HDF5 weights, a `.weights.h5` or `.keras` file, nor a TF "
-        "checkpoint (truncated or damaged?)."
-    )
+    if not any(shapes for _, shapes in layers):
+        raise ValueError(f"{shown} holds no Keras layer weights (a {fmt} file).")
+    return fmt, layers, origin
 
 
 def _saving_lib_paths(model: tf.keras.Model) -> list[str]:
@@ -758,10 +680,10 @@ def _sorted(shapes) -> list[tuple]:
     return sorted((tuple(int(d) for d in shape) for shape in shapes), key=lambda s: (-len(s), s))
 
 
-def _shapes(layer) -> list[tuple]:
-    """Weight shapes in the order of HDF5 files and `get_weights`."""
-    weights = layer.trainable_weights + layer.non_trainable_weights
-    return [tuple(int(d) for d in weight.shape) for weight in weights]
+def _shapes(layer, fmt: str) -> list[tuple]:
+    """A layer's weight shapes as `fmt` stores them: in `get_weights` order, else sorted."""
+    shapes = [tuple(w.shape) for w in layer.trainable_weights + layer.non_trainable_weights]
+    return shapes if fmt in ("h5", "model") else _sorted(shapes)
 
 
 def _source_layers(model, source) -> tuple[str, str, str, list]:
@@ -769,11 +691,12 @@ def _source_layers(model, source) -> tuple[str, str, str, list]:
     in `model`'s order for `.weights.h5` / `.keras` files (shapes None where absent, the
     file's other entries last)."""
     if isinstance(source, tf.keras.Model):
-        layers = [(layer.name, _shapes(layer)) for layer in source.layers if layer.weights]
+        layers = [
+            (layer.name, _shapes(layer, "model")) for layer in source.layers if layer.weights
+        ]
         return "model", f"The source model {source.name!r}", "", layers
     path = resolve_checkpoint_path(source)
-    checkpoint = _read_checkpoint(path)
-    fmt, layers = checkpoint.format, checkpoint.layers
+    fmt, layers, origin = _read_layers(path, path)
     suffix = {"weights.h5": ".weights.h5", "keras": ".keras"}.get(fmt)
     if (suffix and not path.endswith(suffix)) or (fmt == "h5" and path.endswith(".weights.h5")):
         raise ValueError(
@@ -785,7 +708,7 @@ def _source_layers(model, source) -> tuple[str, str, str, list]:
         stored = dict(layers)
         layers = [(p, stored.get(p)) for p in paths]
         layers += [(p, shapes) for p, shapes in stored.items() if shapes and p not in paths]
-    return fmt, f"The checkpoint {path}", checkpoint.origin, layers
+    return fmt, f"The checkpoint {path}", origin, layers
 
 
 def _check(model, source, *, include_top: bool, model_name: str | None) -> tuple[str, bool]:
@@ -797,21 +720,15 @@ def _check(model, source, *, include_top: bool, model_name: str | None) -> tuple
     skip_head = len(saved) > len(ours)
     prefix = f"{what} does not fit {model_name}{origin}: first mismatch at"
     for index, layer in enumerate(ours):
-        expected = (
-            _sorted(_shapes(layer)) if fmt in ("tf", "weights.h5", "keras") else _shapes(layer)
-        )
-        if index >= len(saved) or saved[index][1] is None:
-            lacks = (
-                f"no {saved[index][0]!r} entry"
-                if index < len(saved)
-                else f"only {len(saved)} layers with weights"
-            )
+        expected = _shapes(layer, fmt)
+        name, found = saved[index] if index < len(saved) else (None, None)
+        if found is None:
+            has = f"no {name!r} entry" if name else f"only {len(saved)} layers with weights"
+            top = ": a no-top file? pass include_top=False." if include_top else "."
             raise ValueError(
                 f"{prefix} layer #{index} {layer.name!r} with weights {expected}, which the "
-                f"{kind} lacks (it has {lacks})"
-                + (": a no-top file? pass include_top=False." if include_top else ".")
+                f"{kind} lacks (it has {has}){top}"
             )
-        name, found = saved[index]
         if found != expected:
             raise ValueError(
                 f"{prefix} layer #{index} {layer.name!r}: {model_name} has weights of shapes "
@@ -845,13 +762,11 @@ def check_compatible(
     """Check that `source`'s weights fit `model`, without assigning any.
 
     Layers with weights are paired as tf-keras's loaders pair them: by position for HDF5 files,
-    TF checkpoints and built models; by tf-keras's layer path (class name and ordinal) for
-    `.weights.h5` and `.keras` files. Their weight shapes must be equal (compared sorted where
-    a format does not keep their order). A built model's layer names must match too, ignoring
-    Keras's `_<n>` suffixes (the recipe's step 1 -> step 2 transfer). With
-    `include_top=False`, `source` may have extra trailing layers (a head, skipped when loading;
-    for HDF5 files the layer names must then match, as tf-keras loads them by name). A file
-    written by `publish_weights` must also match the content hash stored in it.
+    TF checkpoints and built models, by layer path (class name and ordinal) for `.weights.h5`
+    and `.keras` files; their weight shapes must be equal. A built model's layer names must
+    match too, ignoring Keras's `_<n>` suffixes (the recipe's step 1 -> step 2 transfer). With
+    `include_top=False`, `source` may have a head (extra trailing layers; an HDF5 file's layer
+    names must then match, as tf-keras skips it by loading by name).
 
     Example:
         ```python
@@ -870,7 +785,7 @@ def check_compatible(
 
     Raises:
         ValueError: naming `source`, the model and the first mismatching layer (index, name,
-            expected and found shapes); an unreadable or altered file; an unsupported format.
+            expected and found shapes); an unreadable, damaged or altered file.
         FileNotFoundError: no such checkpoint.
     """
     return _check(model, source, include_top=include_top, model_name=model_name)[0]
@@ -882,7 +797,6 @@ def load_pretrained(
     *,
     model_name: str,
     include_top: bool,
-    cache_dir: str | os.PathLike | None = None,
 ) -> None:
     """Load `weights` into `model` in place (every zoo constructor calls this): None, a dataset
     registered for `model_name` (see `get_weights_file`), or a checkpoint path.
@@ -893,13 +807,7 @@ def load_pretrained(
     """
     if weights is None:
         return
-    if isinstance(weights, str) and weights in registered_datasets(model_name):
-        weights = get_weights_file(
-            model_name, weights, include_top=include_top, cache_dir=cache_dir
-        )
-    elif isinstance(weights, str) and weights in _DATASET_CLASSES:
-        weights_entry(model_name, weights, include_top=include_top)  # raises, listing valid ones
-    path = resolve_checkpoint_path(weights)
+    path = _local_path(weights, model_name=model_name, include_top=include_top)
     fmt, skip_head = _check(model, path, include_top=include_top, model_name=model_name)
     if fmt == "tf":
         model.load_weights(path).expect_partial()  # a skipped head, optimizer slots
@@ -923,13 +831,11 @@ def publish_weights(
     """Write a trained model's weights as a registry file and describe its entry.
 
     Writes `<out_dir>/<model>_<dataset>_weights[_notop].h5` (Keras HDF5 weights) through a
-    temporary name. The file records the model, the dataset and the sha256 of its weights
-    (HDF5 attribute `larq_dysign_weights_sha256`), which every load checks: a flipped bit is
-    refused even where the registry has no sha256; a model built with `padding="pytorch"`
-    also records that (`PADDING_MARK`), and `attributes` adds more (e.g. the source). Upload
-    it (URL `<url_base>/<file name>`) and add the returned entry to `PUBLISHED_WEIGHTS` (or
-    `register_weights`), or copy it into a cache or mirror directory: it then loads with
-    `weights=dataset`.
+    temporary name, recording the model, the dataset, the sha256 of its weights (checked by
+    every load, even without a registered sha256), `PADDING_MARK` for a model built with
+    `padding="pytorch"`, and `attributes`. Upload it to `<url_base>/<file name>` and add the
+    returned entry to `PUBLISHED_WEIGHTS` (or `register_weights`), or copy it into a cache
+    or mirror directory: it then loads with `weights=dataset`.
 
     Example:
         ```python
@@ -959,8 +865,8 @@ def publish_weights(
         model.save_weights(part, save_format="h5")
         with h5py.File(part, "a") as file:
             file.attrs.update({_MODEL_MARK: model_name, _DATASET_MARK: dataset})
-            if _model_padding(model):
-                file.attrs[PADDING_MARK] = _model_padding(model)
+            if any(isinstance(layer, SpatialReverse) for layer in model.layers):
+                file.attrs[PADDING_MARK] = "pytorch"  # see zoo/pytorch_padding.py
             file.attrs.update(attributes or {})
             file.attrs[_CONTENT_MARK] = _weights_sha256(file)
         digest = sha256_of(part)
