@@ -32,7 +32,7 @@ MODEL = "DyResNet18"
 #: docs/results.md): the demo's model comes from it.
 PRESET = "small-input"
 #: The demo's budget: one binary step of 2 epochs at batch 128, no augmentation (the preset's
-#: two-step budget, 2 x 2 epochs at batch 64, takes about three times as long).
+#: two-step budget, 2 x 3 epochs at batch 64, takes about three times the CPU time).
 SCHEDULE, EPOCHS, BATCH_SIZE, AUGMENT = "one-step", 2, 128, False
 
 
