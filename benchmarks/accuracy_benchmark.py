@@ -608,6 +608,7 @@ def commit_results(out: str, message: str) -> None:
         os.path.join(out, "accuracy.json"),
         os.path.join(out, "accuracy.md"),
         os.path.join(out, "training_curves.png"),
+        os.path.join(out, "hyper_study.png"),  # docs/results.md section 3 shows it
         os.path.join(ROOT, "docs", "results.md"),
         os.path.join(ROOT, "README.md"),
     ]
