@@ -5,8 +5,8 @@ nothing prepared (the clone creates its own .venv and installs the pinned stack;
 the system's Fashion-MNIST are what a machine that installed them before has), and records the
 wall time of the whole command, the demo's own figures (`out/demo/demo_report.json`: test
 accuracy, training minutes, file size, parity, latency) and the machine. Writes
-`benchmarks/results/demo.json` and `demo.md`; `make_results.py` puts them in the README's
-headline and docs/results.md.
+`benchmarks/results/demo.json`; `make_results.py` puts it in the README's headline and
+docs/results.md (section 7, which this script prints too).
 
 Run on an otherwise idle machine (the time is the claim):
     python benchmarks/demo_benchmark.py [--demo-args "--epochs 2"] [--keep]
@@ -25,6 +25,10 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import make_results  # this folder's: the section docs/results.md shows
+
+from larq_dysign.files import write_atomically
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
@@ -103,46 +107,14 @@ def run(demo_args: str, keep: bool) -> dict:
     return figures
 
 
-def markdown(figures: dict) -> str:
-    meta = figures["meta"]
-    return "\n".join(
-        [
-            "# make demo on a fresh clone",
-            "",
-            f"Command: `{meta['command']}` ({meta['date']}, commit {meta['commit']}, "
-            f"{meta['machine']}; load average {meta['load_average_before']} before, "
-            f"{meta['load_average_after']} after; pip cache {meta['pip_cache']}).",
-            "",
-            "| what | value |",
-            "| --- | --- |",
-            f"| `make demo`, install included | {figures['make_demo_seconds'] / 60:.1f} min |",
-            f"| training ({figures['schedule']} schedule) | "
-            f"{figures['train_seconds'] / 60:.1f} min |",
-            f"| {figures['model']} test accuracy (10,000 images) | "
-            f"{figures['test_accuracy']:.2%} |",
-            f"| .tflite | {figures['tflite_bytes'] / 1e6:.2f} MB, "
-            f"{figures['lce_bconv2d']} LceBconv2d |",
-            "",
-        ]
-    )
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--demo-args", default="", help="passed to make demo as DEMO_ARGS")
     parser.add_argument("--keep", action="store_true", help="keep the clone and its log")
     args = parser.parse_args(argv)
     figures = run(args.demo_args, args.keep)
-    os.makedirs(RESULTS, exist_ok=True)
-    for name, text in (
-        ("demo.json", json.dumps(figures, indent=1) + "\n"),
-        ("demo.md", markdown(figures)),
-    ):
-        path = os.path.join(RESULTS, name)
-        with open(path + ".part", "w") as f:
-            f.write(text)
-        os.replace(path + ".part", path)
-    print(markdown(figures))
+    write_atomically(os.path.join(RESULTS, "demo.json"), json.dumps(figures, indent=1) + "\n")
+    print("\n".join(make_results.demo_rows(figures)))
     return 0
 
 

@@ -23,6 +23,7 @@ from .distill import Distiller, distillation_loss, load_teacher
 from .recipe import (
     DEFAULT_LEARNING_RATE,
     RECIPE,
+    SCHEDULES,
     STEPS,
     StepRecipe,
     StepResult,
@@ -42,6 +43,7 @@ from .recipe import (
 __all__ = [
     "DEFAULT_LEARNING_RATE",
     "RECIPE",
+    "SCHEDULES",
     "STEPS",
     "Distiller",
     "EpochCheckpoint",

@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, help=f"default {BATCH_SIZE}")
     parser.add_argument(
         "--schedule",
-        choices=("two-step", "one-step"),
+        choices=training.SCHEDULES,
         default=SCHEDULE,
         help="default: %(default)s",
     )
