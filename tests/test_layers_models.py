@@ -14,6 +14,9 @@ from larq_compute_engine.tflite.python.interpreter import Interpreter
 from larq_dysign import BinaryDense, DyPReLU, DySign, RPReLU, RSign
 from larq_dysign.export import op_histogram
 
+# one xdist group: its module fixture (the trained model) is built once, not per worker
+pytestmark = pytest.mark.xdist_group("test_layers_models")
+
 BINARY_INPUT = lq.quantizers.NoOp(precision=1)
 
 

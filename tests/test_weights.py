@@ -24,6 +24,9 @@ from larq_dysign import cli, zoo
 from larq_dysign.zoo import weights as weights_module
 from larq_dysign.zoo.registry import model_family
 
+# one xdist group: its module fixtures (the published model) are built once, not per worker
+pytestmark = pytest.mark.xdist_group("test_weights")
+
 SHAPE = (28, 28, 1)  # the smallest configuration: ReActNet18 with the small stem
 CLASSES = 10
 SMALL = {"input_shape": SHAPE, "width_multiplier": 0.25}  # 128 channels in the last stage
