@@ -290,6 +290,7 @@ def train_one(name: str, seed: int, *, threads: int, runs_dir: str) -> dict:
     import tensorflow as tf
 
     from larq_dysign import training
+    from larq_dysign.files import write_atomically
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
@@ -372,9 +373,7 @@ def train_one(name: str, seed: int, *, threads: int, runs_dir: str) -> dict:
         "curve": curve,
         "weights": final.weights_path,
     }
-    with open(os.path.join(directory, "result.json.part"), "w") as f:
-        json.dump(result, f, indent=1)
-    os.replace(os.path.join(directory, "result.json.part"), os.path.join(directory, "result.json"))
+    write_atomically(os.path.join(directory, "result.json"), json.dumps(result, indent=1))
     return result
 
 
@@ -583,16 +582,16 @@ def collect(configs: dict[str, Config], runs_dir: str) -> list[dict]:
 
 
 def write_outputs(configs: dict[str, Config], runs_dir: str, out: str, meta: dict) -> dict:
+    from larq_dysign.files import write_atomically  # after _preset_configs' larq_dysign
+
     results = collect(configs, runs_dir)
     rows = summarize(results, configs)
     os.makedirs(out, exist_ok=True)
     for result in results:
         result.pop("weights", None)  # a path on the machine that ran it
-    with open(os.path.join(out, "accuracy.json.part"), "w") as f:
-        json.dump({"meta": meta, "rows": rows, "runs": results}, f, indent=1)
-    os.replace(os.path.join(out, "accuracy.json.part"), os.path.join(out, "accuracy.json"))
-    with open(os.path.join(out, "accuracy.md"), "w") as f:
-        f.write(markdown(rows, meta))
+    document = {"meta": meta, "rows": rows, "runs": results}
+    write_atomically(os.path.join(out, "accuracy.json"), json.dumps(document, indent=1))
+    write_atomically(os.path.join(out, "accuracy.md"), markdown(rows, meta))
     plot_curves(results, os.path.join(out, "training_curves.png"))
     plot_study(rows, os.path.join(out, "hyper_study.png"))
     return rows
