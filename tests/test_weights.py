@@ -825,6 +825,19 @@ def test_bad_weights_values_fail_before_the_model_is_built(target, tmp_path):
         )
 
 
+def test_not_found_says_why_nothing_was_downloaded():
+    with pytest.raises(FileNotFoundError) as error:  # the zoo's own table: nothing published
+        zoo.get_weights_file("BinaryCCT", "imagenet")
+    assert "the papers' authors released no checkpoint" in str(error.value)
+    zoo.register_weights("ReActNet18", "pytest-no-url", num_classes=CLASSES)  # a user's entry
+    with pytest.raises(FileNotFoundError) as error:
+        zoo.get_weights_file("ReActNet18", "pytest-no-url")
+    message = str(error.value)
+    assert "No URL is registered for it (register_weights(..., url=...))" in message
+    assert "papers' authors" not in message
+    assert "larq-dysign train ReActNet18 --dataset pytest-no-url" in message
+
+
 def test_bad_locations_are_named(source, server, tmp_path, monkeypatch):
     name = weights_module.weights_file_name("ReActNet18", "pytest-locations")
     server.files[name] = _bytes(source["top"].path)

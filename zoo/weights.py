@@ -446,9 +446,15 @@ def _not_found_message(entries: list[WeightsEntry], looked: list[str]) -> str:
     if importable:
         lines.append(reactnet_import.missing_weights_hint(first.model))
     elif not any(entry.url for entry in entries):
+        registered = all(entry not in PUBLISHED_WEIGHTS for entry in entries) and any(
+            _REGISTRY.get((e.model, e.dataset, e.include_top)) == e for e in entries
+        )
         lines.append(
-            "None is published: the papers' authors released no checkpoint of this network, "
-            "and this project has not trained one."
+            "No URL is registered for it (register_weights(..., url=...)), so nothing is "
+            "downloaded."
+            if registered
+            else "None is published: the papers' authors released no checkpoint of this "
+            "network, and this project has not trained one."
         )
     train = "Or train" if importable else "To produce the file, train"
     lines.append(f"{train} the model with the recipe and publish its weights:")
