@@ -183,15 +183,20 @@ def test_cli_import_then_imagenet_weights_load(tmp_path, monkeypatch, capsys):
 
 def test_pytorch_padding_saves_and_reloads_without_custom_objects(tmp_path, images):
     model = _build("DyMobileNet", width_multiplier=0.25)
-    path = str(tmp_path / "model.keras")
-    model.save(path)
-    reloaded = tf.keras.models.load_model(path)
-    assert sum(isinstance(layer, SpatialReverse) for layer in reloaded.layers) == 10
-    np.testing.assert_allclose(
-        reloaded(images[:2], training=False).numpy(),
-        model(images[:2], training=False).numpy(),
-        atol=1e-6,
-    )
+    for path in (str(tmp_path / "model.keras"), str(tmp_path / "model.h5")):
+        model.save(path)
+        reloaded = tf.keras.models.load_model(path)
+        assert sum(isinstance(layer, SpatialReverse) for layer in reloaded.layers) == 10
+        np.testing.assert_allclose(
+            reloaded(images[:2], training=False).numpy(),
+            model(images[:2], training=False).numpy(),
+            atol=1e-6,
+        )
+        # the file says how it was built: weights=path rebuilds it with this padding
+        assert weights_module.recorded_padding(path, model_name="DyMobileNet") == "pytorch"
+    model.save_weights(str(tmp_path / "weights.h5"))  # weights only: nothing recorded
+    padding = weights_module.recorded_padding(tmp_path / "weights.h5", model_name="DyMobileNet")
+    assert padding is None
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):

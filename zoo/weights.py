@@ -519,7 +519,8 @@ def recorded_padding(weights, *, model_name: str, include_top: bool = True) -> s
 
     Details:
         The zoo constructors call it for `padding=None`, before building: "pytorch" for the
-        files `import_reactnet` writes and a `.keras` file of a model built with it, else
+        files `import_reactnet` writes and a `.keras` or whole-model `.h5` file of a model
+        built with it, else
         None (the zoo's default; a damaged file is named by the load). A registered dataset
         is looked up as for loading, so its errors come first.
 
@@ -536,6 +537,8 @@ def recorded_padding(weights, *, model_name: str, include_top: bool = True) -> s
                 return "pytorch" if b'"SpatialReverse"' in archive.read("config.json") else None
         with h5py.File(path, "r") as file:
             value = file.attrs.get(PADDING_MARK)
+            if value is None and "SpatialReverse" in str(file.attrs.get("model_config", "")):
+                return "pytorch"  # a whole-model .h5: its config says how it was built
             return value.decode("utf8") if isinstance(value, bytes) else value
     return None
 
