@@ -180,6 +180,13 @@ SEARCH = {
         Budget(1, batch_size=64),
         note="widths 16-512, 14x14 after the stem",
     ),
+    "ReActNet-A w0.5 stride-2 stem 3 epochs b64": Config(
+        "search",
+        "ReActNetA",
+        {"stem": "small_stride2", "width_multiplier": 0.5},
+        Budget(3, batch_size=64),
+        note="the ResNet-18 preset's budget; widths 16-512, 14x14 after the stem",
+    ),
     "CCT-7/3x2 w0.25 2 epochs": Config(
         "search",
         "BinaryCCT",
