@@ -96,8 +96,7 @@ def _verdict(comparison: dict) -> str:
     difference = 100 * comparison["difference"]
     margin = 100 * comparison["margin"]
     if comparison["exceeds_spread"]:
-        side = "above" if difference > 0 else "below"
-        return f"{difference:+.2f} points, {side} beyond 2 standard errors (+-{margin:.2f})"
+        return f"{difference:+.2f} points, beyond 2 standard errors (+-{margin:.2f})"
     return f"{difference:+.2f} points, within 2 standard errors (+-{margin:.2f})"
 
 
