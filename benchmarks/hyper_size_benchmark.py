@@ -19,7 +19,8 @@ what the original does, except `mean_std`, which doubles the first layer's input
 Run:
     .venv/bin/python benchmarks/hyper_size_benchmark.py
 
-Writes `hyper_sizes.json` and `hyper_sizes.md` to benchmarks/results/ (--out).
+Writes `hyper_sizes.json` to benchmarks/results/ (--out); `benchmarks/make_results.py` puts
+its table into docs/results.md section 3.
 """
 # ruff: noqa: I001  (larq_dysign must be imported before tensorflow)
 
@@ -39,6 +40,7 @@ from larq_dysign.files import write_atomically
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+import make_results  # noqa: E402
 from accuracy_benchmark import ORIGINAL_OPTIONS, STUDY_VARIANTS  # noqa: E402
 
 BASELINES = {"DyResNet18": "ReActNet18", "DyMobileNet": "ReActNetA", "DyBinaryCCT": "BinaryCCT"}
@@ -80,26 +82,6 @@ def measure() -> list[dict]:
     return rows
 
 
-def markdown(rows: list[dict]) -> str:
-    lines = [
-        "# Hyper-function bytes by study option (224x224x3, 1000 classes)",
-        "",
-        "Command: `.venv/bin/python benchmarks/hyper_size_benchmark.py`. The .tflite ratio is "
-        "estimated from parameter counts (float32 4 bytes, binary 1 bit).",
-        "",
-        "| model | option | hyper-function MB | binary weights MB | below binary? | "
-        ".tflite vs baseline (est.) |",
-        "| --- | --- | ---: | ---: | --- | ---: |",
-    ]
-    for r in rows:
-        below = "yes" if r["hyper_mb"] < r["binary_mb"] else "no"
-        lines.append(
-            f"| {r['model']} | {r['variant']} | {r['hyper_mb']:.2f} | {r['binary_mb']:.2f} | "
-            f"{below} | {r['size_ratio_estimate']:.2f}x |"
-        )
-    return "\n".join(lines) + "\n"
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
@@ -107,8 +89,7 @@ def main(argv=None) -> int:
     rows = measure()
     os.makedirs(args.out, exist_ok=True)
     write_atomically(os.path.join(args.out, "hyper_sizes.json"), json.dumps(rows, indent=1))
-    write_atomically(os.path.join(args.out, "hyper_sizes.md"), markdown(rows))
-    print(markdown(rows))
+    print("\n".join(make_results.hyper_size_rows(rows)))  # docs/results.md's table
     return 0
 
 
