@@ -13,8 +13,9 @@ study (`accuracy_benchmark.STUDY_VARIANTS`, the same options on DySign and DyPRe
   the estimate is within 5% of the sizes export_benchmark.py measures: 1.39x / 1.99x / 6.18x
   against 1.40x / 2.00x / 5.92x).
 
-Options that change only training or values (bound, statistics' means, learning rate) cost
-what the original does, except `mean_std`, which doubles the first layer's inputs.
+"bound 1" and "lr x10" change how the hyper function computes or trains, not its size: they
+cost what the original does and are left out (`SAME_BYTES`); `mean_std` doubles the first
+layer's inputs.
 
 Run:
     .venv/bin/python benchmarks/hyper_size_benchmark.py
