@@ -129,8 +129,35 @@ def _preset_configs() -> dict[str, Config]:
             jit_compile=preset.jit_compile,
         )
         configs[baseline] = Config(family, baseline, dict(preset.model_kwargs), budget)
-        configs[dy] = Config(family, dy, dict(preset.model_kwargs), budget, baseline=baseline)
+        # the hyper-function options written out, so a change of the layers' defaults is a
+        # new config (new runs), never old runs read under a new meaning
+        hyper = {"dysign_options": default_options(), "dyprelu_options": default_options()}
+        configs[dy] = Config(
+            family, dy, {**preset.model_kwargs, **hyper}, budget, baseline=baseline
+        )
+    original = {"dysign_options": ORIGINAL_OPTIONS, "dyprelu_options": ORIGINAL_OPTIONS}
+    configs["DyResNet18 (hidden 8)"] = dataclasses.replace(
+        configs["DyResNet18"],
+        kwargs={**PRESETS["small-input"]["resnet"].model_kwargs, **original},
+        note="the original hyper function (DY-ReLU's rule: hidden 8 at this width)",
+    )
     return configs
+
+
+def default_options() -> dict:
+    """The layers' current hyper-function defaults, as `ORIGINAL_OPTIONS`' keys."""
+    import inspect
+
+    from larq_dysign.layers import DySign, DyPReLU
+
+    options = {}
+    for layer in (DySign, DyPReLU):
+        parameters = inspect.signature(layer.__init__).parameters
+        keys = ("hidden_units", *ORIGINAL_OPTIONS)
+        layer_defaults = {key: parameters[key].default for key in keys}
+        assert not options or options == layer_defaults, "DySign and DyPReLU defaults differ"
+        options = layer_defaults
+    return options
 
 
 SMALL_RESNET = {"stem": "small", "width_multiplier": 0.25}
@@ -226,6 +253,7 @@ STUDY_VARIANTS = {
     "reduction 4": ({"reduction": 4, "min_hidden_units": 1}, "hidden C/4: 4-32"),
     "reduction 64": ({"reduction": 64, "min_hidden_units": 1}, "hidden C/64: 1-2"),
     "hidden 4": ({"reduction": 64, "min_hidden_units": 4}, "hidden width 4"),
+    "hidden 2": ({"reduction": None, "hidden_units": 2}, "hidden width 2 (the default now)"),
     "groups 16": ({"groups": 16}, "16 dynamic values per layer (8 channels each at 128)"),
     "groups 4": ({"groups": 4}, "4 dynamic values per layer"),
 }
@@ -269,12 +297,13 @@ EARLIER = {
     "ReActNet18 (2 x 2 epochs)": Config(
         "resnet", "ReActNet18", SMALL_RESNET, Budget(2, batch_size=64)
     ),
-    "DyResNet18 (2 x 2 epochs)": Config(
+    "DyResNet18 (2 x 2 epochs, hidden 8)": Config(
         "resnet",
         "DyResNet18",
-        SMALL_RESNET,
+        {**SMALL_RESNET, "dysign_options": ORIGINAL_OPTIONS, "dyprelu_options": ORIGINAL_OPTIONS},
         Budget(2, batch_size=64),
         baseline="ReActNet18 (2 x 2 epochs)",
+        note="the original hyper function (hidden 8 at this width)",
     ),
 }
 

@@ -36,6 +36,9 @@ ESTIMATORS = ("approx_sign", "ste")
 GRANULARITIES = ("channel", "layer")
 STATISTICS = ("mean", "mean_std")
 MIN_HIDDEN_UNITS = 8
+#: The hyper function's default hidden width: fixed, so its floats grow linearly with the
+#: channels (docs/design.md, "The hyper function's size").
+HIDDEN_UNITS = 2
 _STD_EPSILON = 1e-5
 #: CCT initializes its positional embedding with trunc_normal_(std=0.2).
 POSITION_EMBEDDING_STDDEV = 0.2
@@ -124,9 +127,23 @@ def _expand_to_rank(values: tf.Tensor, rank: int) -> tf.Tensor:
 
 
 def _check_hyper_function_options(
-    *, reduction, min_hidden_units, statistics, groups, bound, learning_rate_multiplier
+    *,
+    hidden_units,
+    reduction,
+    min_hidden_units,
+    statistics,
+    groups,
+    bound,
+    learning_rate_multiplier,
 ) -> None:
-    _check_positive_int("reduction", reduction)
+    _check_positive_int("hidden_units", hidden_units)
+    _check_positive_int("reduction", reduction, allow_none=True)
+    if reduction is not None and hidden_units != HIDDEN_UNITS:
+        raise ValueError(
+            f"Expected either hidden_units (a fixed hidden width) or reduction (the width "
+            f"C // reduction), but got hidden_units={hidden_units!r} and "
+            f"reduction={reduction!r}."
+        )
     _check_positive_int("min_hidden_units", min_hidden_units)
     _check_choice("statistics", statistics, STATISTICS)
     _check_positive_int("groups", groups, allow_none=True)
@@ -159,7 +176,8 @@ class _HyperFunction:
     offset = z                                    # bound=None
     offset = bound * std_c(x) * (2 sigmoid(z) - 1)   # bound given: |offset| < bound * std
     ```
-    `W1: C -> max(C // reduction, min_hidden_units)`. The weights are created with the
+    `W1: C -> hidden_units`, or `C -> max(C // reduction, min_hidden_units)` when a
+    `reduction` is given (DY-ReLU's rule). The weights are created with the
     owning layer's `add_weight`, so they save, load and train as that layer's own
     (`hyper_kernel_1`, `hyper_bias_1`, `hyper_kernel_2`, `hyper_bias_2`); with a
     `learning_rate_multiplier` m they are stored divided by m and used times m, which
@@ -169,6 +187,8 @@ class _HyperFunction:
     """
 
     def _hidden_units(self, channels: int) -> int:
+        if self.reduction is None:
+            return self.hidden_units
         return max(channels // self.reduction, self.min_hidden_units)
 
     def _build_hyper_function(self, channels: int, outputs: int) -> None:
@@ -195,6 +215,7 @@ class _HyperFunction:
 
     def _hyper_options(self) -> dict:
         return {
+            "hidden_units": self.hidden_units,
             "reduction": self.reduction,
             "min_hidden_units": self.min_hidden_units,
             "statistics": self.statistics,
@@ -204,9 +225,18 @@ class _HyperFunction:
         }
 
     def _set_hyper_options(
-        self, *, reduction, min_hidden_units, statistics, groups, bound, learning_rate_multiplier
+        self,
+        *,
+        hidden_units,
+        reduction,
+        min_hidden_units,
+        statistics,
+        groups,
+        bound,
+        learning_rate_multiplier,
     ) -> None:
         _check_hyper_function_options(
+            hidden_units=hidden_units,
             reduction=reduction,
             min_hidden_units=min_hidden_units,
             statistics=statistics,
@@ -214,6 +244,7 @@ class _HyperFunction:
             bound=bound,
             learning_rate_multiplier=learning_rate_multiplier,
         )
+        self.hidden_units = hidden_units
         self.reduction = reduction
         self.min_hidden_units = min_hidden_units
         self.statistics = statistics
@@ -298,16 +329,19 @@ class DySign(_HyperFunction, lq.quantizers.Quantizer):
     tau(x) = b + d, d of a group for each of its channels   # (B, C), or (B, 1) for "layer"
     DySign(x) = sign(x - tau(x))                        # in {-1, +1}, sign(0) = +1
     ```
-    `b` is RSign's static per-channel threshold; `W1: C -> max(C // reduction,
-    min_hidden_units)`; `W2`, `b2` start at zero (and `2 sigmoid(0) - 1 = 0`), so a fresh
+    `b` is RSign's static per-channel threshold; `W1: C -> hidden_units` (2, or
+    `max(C // reduction, min_hidden_units)` given a `reduction`); `W2`, `b2` start at
+    zero (and `2 sigmoid(0) - 1 = 0`), so a fresh
     DySign equals an RSign with the same `b`. `std_c(x)` is each sample's standard
     deviation of channel c over H, W (no gradient flows through it): a bounded threshold
     moves at most `bound` of its channel's spread. Gradients reach `x`, `b` and the hyper
     function (`d/d tau = -d/dx` of the sign estimator).
 
     Size: the hyper function has `C h + h + h G + G` floats (`h` its hidden width, `2G`
-    outputs for DyPReLU), so `groups` and a small hidden width keep it small next to the
-    `C x C_out x k x k / 8` bytes of the binary conv it serves.
+    outputs for DyPReLU). The default `h = 2` keeps that linear in `C`, small next to the
+    `C x C_out x k x k / 8` bytes of the binary conv it serves: every Dy model of the zoo
+    stays within 1.3x of its baseline's .tflite (docs/design.md). DY-ReLU's rule
+    (`reduction=16`, at least 8 hidden units) grows with `C^2 / 16`.
 
     Use it as the `input_quantizer` of a `QuantConv2D` / `BinaryDense`, or as a layer right
     before a `QuantConv2D` whose `input_quantizer` passes +-1 values and their gradient
@@ -323,13 +357,15 @@ class DySign(_HyperFunction, lq.quantizers.Quantizer):
             input_quantizer=lq.quantizers.NoOp(precision=1),
             kernel_quantizer="magnitude_aware_sign", kernel_constraint="weight_clip",
         )(x)
-        x = DySign(groups=16, min_hidden_units=4, bound=1.0)(feature_map)   # smaller
+        x = DySign(groups=16, hidden_units=1, bound=1.0)(feature_map)   # smaller
+        x = DySign(reduction=16)(feature_map)  # DY-ReLU's rule: hidden C // 16, >= 8
         ```
 
     Args:
-        reduction: ratio `r` of the hyper function's bottleneck, hidden width
-            `max(C // r, min_hidden_units)`. Default 16.
-        min_hidden_units: the smallest hidden width. Default 8.
+        hidden_units: the hyper function's hidden width. Default 2.
+        reduction: None (default) or a ratio `r`: the hidden width is then
+            `max(C // r, min_hidden_units)` instead of `hidden_units`.
+        min_hidden_units: with a `reduction`, the smallest hidden width. Default 8.
         granularity: `"channel"` (one threshold per sample and channel, default) or
             `"layer"` (one dynamic value per sample; `b` is then a scalar too).
         statistics: `"mean"` (default) or `"mean_std"` (means and standard deviations).
@@ -358,7 +394,7 @@ class DySign(_HyperFunction, lq.quantizers.Quantizer):
 
     def __init__(
         self,
-        reduction: int = 16,
+        reduction: int | None = None,
         granularity: str = "channel",
         statistics: str = "mean",
         estimator: str = "approx_sign",
@@ -366,11 +402,13 @@ class DySign(_HyperFunction, lq.quantizers.Quantizer):
         groups: int | None = None,
         bound: float | None = None,
         learning_rate_multiplier: float = 1.0,
+        hidden_units: int | None = HIDDEN_UNITS,
         **kwargs,
     ):
         _check_choice("granularity", granularity, GRANULARITIES)
         _check_choice("estimator", estimator, ESTIMATORS)
         self._set_hyper_options(
+            hidden_units=hidden_units,
             reduction=reduction,
             min_hidden_units=min_hidden_units,
             statistics=statistics,
@@ -489,21 +527,22 @@ class DyPReLU(_HyperFunction, RPReLU):
 
     Example:
         ```python
-        y = DyPReLU(reduction=8)(tf.keras.layers.BatchNormalization()(x))
+        y = DyPReLU()(tf.keras.layers.BatchNormalization()(x))
         ```
 
     Args:
-        reduction: bottleneck ratio of the hyper function, hidden width
-            `max(C // r, min_hidden_units)`.
+        reduction: None (default) or a ratio `r`: the hidden width is then
+            `max(C // r, min_hidden_units)` instead of `hidden_units`.
         statistics: `"mean"` (default) or `"mean_std"`.
         slope_initializer: initial negative slope, 0.25.
-        min_hidden_units: the smallest hidden width. Default 8.
+        min_hidden_units: with a `reduction`, the smallest hidden width. Default 8.
         groups: None (one pair of shifts per channel) or `G`: one pair per group of
             `C / gcd(G, C)` consecutive channels.
         bound: None (unbounded shifts) or `lambda > 0`: each shift within `lambda`
             channel stds, `lambda * std_c(x) * (2 sigmoid(.) - 1)`.
         learning_rate_multiplier: `m`, default 1: hyper-function weights stored divided
             by `m` and used times `m` (`m` times their learning rate under Adam).
+        hidden_units: the hyper function's hidden width. Default 2.
         **kwargs: Keras layer arguments.
 
     References:
@@ -514,16 +553,18 @@ class DyPReLU(_HyperFunction, RPReLU):
 
     def __init__(
         self,
-        reduction: int = 16,
+        reduction: int | None = None,
         statistics: str = "mean",
         slope_initializer: float = 0.25,
         min_hidden_units: int = MIN_HIDDEN_UNITS,
         groups: int | None = None,
         bound: float | None = None,
         learning_rate_multiplier: float = 1.0,
+        hidden_units: int | None = HIDDEN_UNITS,
         **kwargs,
     ):
         self._set_hyper_options(
+            hidden_units=hidden_units,
             reduction=reduction,
             min_hidden_units=min_hidden_units,
             statistics=statistics,

@@ -48,9 +48,9 @@ def _binary_extras(variant, *, num_layers=None):
     return layers * per_layer + (c.tokenizer_convs - 1) * 5 * c.tokenizer_width
 
 
-def _hyper(channels, outputs, reduction=16):
-    """DY-ReLU hyper function C -> max(C // r, 8) -> outputs: W1, b1, W2, b2."""
-    hidden = max(channels // reduction, 8)
+def _hyper(channels, outputs, reduction=None):
+    """Hyper function C -> 2 (or DY-ReLU's max(C // r, 8)) -> outputs: W1, b1, W2, b2."""
+    hidden = 2 if reduction is None else max(channels // reduction, 8)
     return channels * hidden + hidden + hidden * outputs + outputs
 
 

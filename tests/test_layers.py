@@ -89,10 +89,12 @@ def test_token_inputs_use_mean_over_tokens():
     layer = DySign(statistics="mean_std")
     y = layer(x)
     assert y.shape == x.shape
-    assert layer.hyper_kernel_1.shape == (64, 8)  # 2C inputs, hidden max(32 // 16, 8)
+    assert layer.hyper_kernel_1.shape == (64, 2)  # 2C inputs, hidden width 2
 
 
-def test_hidden_width_is_channels_over_reduction_with_floor_of_eight():
+def test_hidden_width_is_two_or_channels_over_a_given_reduction_with_floor_of_eight():
+    assert DySign()._hidden_units(1536) == 2
+    assert DyPReLU(hidden_units=5)._hidden_units(64) == 5
     assert DySign(reduction=4)._hidden_units(256) == 64
     assert DySign(reduction=16)._hidden_units(64) == 8
 
@@ -408,6 +410,11 @@ def test_binary_dense_is_a_binary_linear_map_on_tokens():
         (lambda: DyPReLU(bound=-1.0), r"bound to be a positive number or None, but got -1.0"),
         (lambda: DySign(learning_rate_multiplier=0), "learning_rate_multiplier.*got 0"),
         (lambda: DyPReLU(min_hidden_units=0), "min_hidden_units.*got 0"),
+        (lambda: DySign(hidden_units=0), "hidden_units to be a positive integer, but got 0"),
+        (
+            lambda: DyPReLU(hidden_units=4, reduction=16),
+            r"either hidden_units .* or reduction .* got hidden_units=4 and reduction=16",
+        ),
         (lambda: DySign(granularity="layer", groups=4), "groups=None with granularity='layer'"),
         (lambda: BinaryDense(8, kernel_size=3), "kernel_size"),
     ],

@@ -145,14 +145,20 @@ def test_imagenet_configuration_converts_every_binary_layer_with_parity(name):
     if family != "cct":
         images = np.random.default_rng(1).uniform(-1, 1, (4, 224, 224, 3)).astype("float32")
         parity = verify(model, flatbuffer, images)
-        assert parity.samples == 4 and parity.close_fraction >= 0.5
+        # a broken conversion (wrong fold or threshold) reproduces no sample; DyMobileNet's
+        # 31 binary layers flip a bit in most (measured: 2 of 12 exact, all 12 argmaxes)
+        assert parity.samples == 4 and parity.close_fraction > 0
+        assert parity.argmax_agreement >= 0.75
         assert parity.mean_abs_diff < 0.05 * parity.output_scale
 
 
 def _hyper_function_params(layer):
     """Parameters a DySign/DyPReLU adds over RSign/RPReLU: W1, b1, W2, b2."""
     channels = layer.input_shape[-1]
-    hidden = max(channels // layer.reduction, layer.min_hidden_units)
+    if layer.reduction is None:
+        hidden = layer.hidden_units
+    else:
+        hidden = max(channels // layer.reduction, layer.min_hidden_units)
     inputs = channels * (2 if layer.statistics == "mean_std" else 1)
     groups = channels if layer.groups is None else math.gcd(layer.groups, channels)
     if isinstance(layer, DySign):
@@ -228,6 +234,12 @@ def test_include_top_false_and_input_tensor(name):
 def test_a_short_fit_reaches_every_kind_of_weight(name, fashion_mnist_sample):
     x, y = fashion_mnist_sample
     options = {"stem": "imagenet"} if model_family(name) != "cct" else {}
+    if name.startswith("Dy"):
+        # DY-ReLU's rule (8 hidden units here): with the default 2, about 1 hyper function
+        # in 10 starts with every hidden unit inactive on these 32 images, so its second FC
+        # gets no gradient until its inputs change (docs/design.md)
+        hyper = {"reduction": 16}
+        options.update(dysign_options=hyper, dyprelu_options=hyper)
     model = _small_model(name, width_multiplier=0.25, **options)
     # eager: a few steps of these graphs train faster than tf.function traces them
     model.compile(

@@ -394,13 +394,14 @@ def DyBinaryCCT(
     The DySign paper's fully binarized CCT; same graph and layer names as `BinaryCCT` plus
     the hyper functions (per encoder layer: DySign on the QKV, Proj and FC1 inputs (dim
     channels) and on the FC2 input (MLP channels), DyPReLU in the MLP; one DySign in the
-    "14/7x2" tokenizer). With the default reduction 16:
-    - "14/7x2" at 224x224x3, 1000 classes: 29,097,089 parameters (6,648,856 in hyper
+    "14/7x2" tokenizer). With the default hidden width 2:
+    - "14/7x2" at 224x224x3, 1000 classes: 22,738,999 parameters (290,766 in hyper
       functions); MACs as `BinaryCCT` (4.99e9 binary, 1.185e8 float, plus 4.13e8 float in the
-      attention products) plus about 6.6e6 float MACs in the hyper functions, which larq's
+      attention products) plus about 0.3e6 float MACs in the hyper functions, which larq's
       profile does not count (their layers are no Dense/Conv).
-    - "7/3x1" at 32x32x3, 10 classes: 4,542,235 parameters (762,384 in hyper functions).
-    A larger `reduction` in the options shrinks the hyper functions.
+    - "7/3x1" at 32x32x3, 10 classes: 3,853,393 parameters (73,542 in hyper functions).
+    DY-ReLU's rule (`reduction=16` in the options) makes them 23x larger at "14/7x2"
+    (6,648,856 floats: the MLP's 1536 channels squared / 16).
 
     ImageNet top-1 in the DySign paper: 56.1% (about 9 points above BinaryCCT). No
     checkpoint is published.

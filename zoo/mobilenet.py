@@ -200,8 +200,9 @@ def DyMobileNet(
 ) -> tf.keras.Model:
     """DyMobileNet: DyBCNN on ReActNet-A, every RSign -> DySign, every RPReLU -> DyPReLU.
 
-    Same graph as `ReActNetA` plus the hyper functions (1.98M more parameters, 31.34M in
-    all, at 224x224x3 / 1000 classes). ImageNet top-1 in the paper: 71.2%.
+    Same graph as `ReActNetA` plus the hyper functions (137,000 more parameters, 29.50M
+    in all, at 224x224x3 / 1000 classes; 1.98M more with DY-ReLU's `reduction=16`).
+    ImageNet top-1 in the paper: 71.2%.
 
     `weights="imagenet"`: ReActNet-A's trained tensors (`zoo.import_reactnet`), the hyper
     functions at their initial values, so the model computes exactly ReActNet-A: the

@@ -190,7 +190,8 @@ def DyResNet18(
     """DyResNet18: DyBCNN on ReActNet-18, every RSign -> DySign, every RPReLU -> DyPReLU.
 
     Same graph as `ReActNet18` plus the hyper functions (at 224x224x3 / 1000 classes:
-    0.42M more parameters (12.13M in all), ~0.2M more float MACs).
+    47,744 more parameters (11.76M in all) and about as many more float MACs; 0.42M with
+    DY-ReLU's `reduction=16`).
     ImageNet top-1 in the paper: 67.4%.
 
     `weights="imagenet"`: ReActNet-18's trained tensors (`zoo.import_reactnet`), the hyper
