@@ -20,6 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 DOC = os.path.join(ROOT, "docs", "results.md")
 README = os.path.join(ROOT, "README.md")
+PI_GUIDE = os.path.join(ROOT, "docs", "raspberry-pi.md")
 
 #: The bars the small-input presets were chosen to clear (static baseline, Fashion-MNIST).
 BARS = {"resnet": 0.90, "mobilenet": 0.90, "cct": 0.85}
@@ -317,6 +318,25 @@ def zoo_table(export: dict) -> str:
         lines.append(
             f"| `{name}` | {what} | {row['parameters'] / 1e6:.2f}M | {row['binary_macs']:.3e} | "
             f"{row['float_macs']:.3e} | {row['tflite_bytes'] / 1e6:.2f} MB{size} | {top1} |"
+        )
+    return "\n".join(lines)
+
+
+def pi_size_table(export: dict) -> str:
+    """docs/raspberry-pi.md's table: the sizes of the files a user copies to the board."""
+    lines = [
+        "| model | .tflite | with float weights | LceBconv2d |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    rows = {row["model"]: row for row in export["rows"]}
+    for name in ZOO:
+        row = rows.get(name)
+        if row is None:
+            continue
+        lines.append(
+            f"| {name} | {row['tflite_bytes'] / 1e6:.1f} MB | "
+            f"{row['float_weights_tflite_bytes'] / 1e6:.1f} MB | "
+            f"{row['lce_bconv2d']} / {row['binary_layers']} |"
         )
     return "\n".join(lines)
 
@@ -728,14 +748,15 @@ def reading(accuracy, export, throughput, thresholds) -> list[str]:
 def fill_block(text: str, block: str, content: str) -> str:
     begin, end = begin_marker(block), end_marker(block)
     if begin not in text or end not in text:
-        raise SystemExit(f"README.md has no {begin} ... {end} block to fill.")
+        raise SystemExit(f"No {begin} ... {end} block to fill.")
     head, rest = text.split(begin, 1)
     _, tail = rest.split(end, 1)
     return f"{head}{begin}\n{content}\n{end}{tail}"
 
 
-def render() -> tuple[str, str]:
-    """(docs/results.md, README with its generated blocks replaced)."""
+def render() -> dict[str, str]:
+    """{path: text}: docs/results.md, and the README and the Raspberry Pi guide with their
+    generated blocks replaced."""
     accuracy = load("accuracy.json")
     export = load("export_benchmark.json")
     throughput = load("throughput.json")
@@ -745,31 +766,35 @@ def render() -> tuple[str, str]:
     with open(README) as f:
         readme = f.read()
     readme = fill_block(readme, "results", headline(accuracy, export, throughput, demo))
+    with open(PI_GUIDE) as f:
+        guide = f.read()
     if export and all("binary_macs" in row for row in export["rows"]):
         readme = fill_block(readme, "zoo", zoo_table(export))
-    return document(accuracy, export, throughput, thresholds, demo, sizes), readme
+        guide = fill_block(guide, "sizes", pi_size_table(export))
+    doc = document(accuracy, export, throughput, thresholds, demo, sizes)
+    return {DOC: doc, README: readme, PI_GUIDE: guide}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if a document is stale")
     args = parser.parse_args(argv)
-    doc, readme = render()
+    documents = render()
     if args.check:
         stale = [
             path
-            for path, text in ((DOC, doc), (README, readme))
+            for path, text in documents.items()
             if not os.path.exists(path) or open(path).read() != text
         ]
         for path in stale:
             print(f"{path} is stale: run python benchmarks/make_results.py")
         return 1 if stale else 0
     os.makedirs(os.path.dirname(DOC), exist_ok=True)
-    for path, text in ((DOC, doc), (README, readme)):
+    for path, text in documents.items():
         with open(path + ".part", "w") as f:
             f.write(text)
         os.replace(path + ".part", path)
-    print(f"wrote {DOC} and the results block of {README}")
+    print(f"wrote {DOC} and the generated blocks of {README} and {PI_GUIDE}")
     return 0
 
 

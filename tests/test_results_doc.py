@@ -24,11 +24,11 @@ accuracy_benchmark = _module("accuracy_benchmark")
 
 
 def test_committed_documents_match_the_committed_json():
-    doc, readme = make_results.render()
-    with open(make_results.DOC) as f:
-        assert f.read() == doc, "docs/results.md is stale: run python benchmarks/make_results.py"
-    with open(make_results.README) as f:
-        assert f.read() == readme, "README.md's blocks are stale: run benchmarks/make_results.py"
+    documents = make_results.render()
+    assert set(documents) == {make_results.DOC, make_results.README, make_results.PI_GUIDE}
+    for path, text in documents.items():
+        with open(path) as f:
+            assert f.read() == text, f"{path} is stale: run python benchmarks/make_results.py"
 
 
 def _run(config, seed, accuracy):

@@ -401,7 +401,7 @@ def DyBinaryCCT(
       profile does not count (their layers are no Dense/Conv).
     - "7/3x1" at 32x32x3, 10 classes: 3,853,393 parameters (73,542 in hyper functions).
     DY-ReLU's rule (`reduction=16` in the options) makes them 23x larger at "14/7x2"
-    (6,648,856 floats: the MLP's 1536 channels squared / 16).
+    (6,648,856 floats: the MLP's 1152 channels squared / 16).
 
     ImageNet top-1 in the DySign paper: 56.1% (about 9 points above BinaryCCT). No
     checkpoint is published.
