@@ -126,31 +126,6 @@ def _expand_to_rank(values: tf.Tensor, rank: int) -> tf.Tensor:
     return tf.reshape(values, [-1] + [1] * (rank - 2) + [values.shape[-1]])
 
 
-def _check_hyper_function_options(
-    *,
-    hidden_units,
-    reduction,
-    min_hidden_units,
-    statistics,
-    groups,
-    bound,
-    learning_rate_multiplier,
-) -> None:
-    _check_positive_int("hidden_units", hidden_units)
-    _check_positive_int("reduction", reduction, allow_none=True)
-    if reduction is not None and hidden_units != HIDDEN_UNITS:
-        raise ValueError(
-            f"Expected either hidden_units (a fixed hidden width) or reduction (the width "
-            f"C // reduction), but got hidden_units={hidden_units!r} and "
-            f"reduction={reduction!r}."
-        )
-    _check_positive_int("min_hidden_units", min_hidden_units)
-    _check_choice("statistics", statistics, STATISTICS)
-    _check_positive_int("groups", groups, allow_none=True)
-    _check_positive_number("bound", bound, allow_none=True)
-    _check_positive_number("learning_rate_multiplier", learning_rate_multiplier)
-
-
 def effective_groups(channels: int, groups: int | None) -> int:
     """How many dynamic values a layer with `channels` channels and `groups` emits per
     sample (and per output kind): `channels` for None, else `gcd(groups, channels)`, the
@@ -235,15 +210,19 @@ class _HyperFunction:
         bound,
         learning_rate_multiplier,
     ) -> None:
-        _check_hyper_function_options(
-            hidden_units=hidden_units,
-            reduction=reduction,
-            min_hidden_units=min_hidden_units,
-            statistics=statistics,
-            groups=groups,
-            bound=bound,
-            learning_rate_multiplier=learning_rate_multiplier,
-        )
+        _check_positive_int("hidden_units", hidden_units)
+        _check_positive_int("reduction", reduction, allow_none=True)
+        if reduction is not None and hidden_units != HIDDEN_UNITS:
+            raise ValueError(
+                f"Expected either hidden_units (a fixed hidden width) or reduction (the width "
+                f"C // reduction), but got hidden_units={hidden_units!r} and "
+                f"reduction={reduction!r}."
+            )
+        _check_positive_int("min_hidden_units", min_hidden_units)
+        _check_choice("statistics", statistics, STATISTICS)
+        _check_positive_int("groups", groups, allow_none=True)
+        _check_positive_number("bound", bound, allow_none=True)
+        _check_positive_number("learning_rate_multiplier", learning_rate_multiplier)
         self.hidden_units = hidden_units
         self.reduction = reduction
         self.min_hidden_units = min_hidden_units
