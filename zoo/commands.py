@@ -40,10 +40,10 @@ MODEL_FLAGS = {
 
 
 def _option(text: str) -> tuple[str, object]:
-    """ "reduction=32" -> ("reduction", 32); values are Python literals, else strings."""
+    """ "hidden_units=4" -> ("hidden_units", 4); values are Python literals, else strings."""
     key, sep, value = text.partition("=")
     if not sep or not key.isidentifier():
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. reduction=32), got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. hidden_units=4), got {text!r}")
     try:
         return key, ast.literal_eval(value)
     except (ValueError, SyntaxError):
@@ -113,7 +113,7 @@ def add_model_arguments(
             type=_option,
             action="append",
             help=f"an option of every {'DySign' if layer == 'dysign' else 'DyPReLU'}, "
-            "e.g. reduction=32 (repeatable)",
+            "e.g. hidden_units=4 (repeatable)",
         )
     group.add_argument("--variant", help='CCT models: "14/7x2", "7/3x1", ...')
     group.add_argument("--num-layers", metavar="N", type=positive_int, help="CCT encoder layers")
