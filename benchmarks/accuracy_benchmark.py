@@ -235,9 +235,10 @@ SEARCH = {
 #: defaults does not silently reuse these runs under a different meaning.
 STUDY_BUDGET = Budget(1, batch_size=64)
 STUDY_NETWORK = SMALL_RESNET
-#: The hyper function as it was before the study (DY-ReLU's reduction 16, hidden width at
-#: least 8, one unbounded value per channel, mean statistics, no multiplier).
+#: The hyper function as it was before the study (DY-ReLU's ReLU and reduction 16, hidden
+#: width at least 8, one unbounded value per channel, mean statistics, no multiplier).
 ORIGINAL_OPTIONS = {
+    "hidden_activation": "relu",
     "reduction": 16,
     "min_hidden_units": 8,
     "statistics": "mean",
@@ -253,7 +254,11 @@ STUDY_VARIANTS = {
     "reduction 4": ({"reduction": 4, "min_hidden_units": 1}, "hidden C/4: 4-32"),
     "reduction 64": ({"reduction": 64, "min_hidden_units": 1}, "hidden C/64: 1-2"),
     "hidden 4": ({"reduction": 64, "min_hidden_units": 4}, "hidden width 4"),
-    "hidden 2": ({"reduction": None, "hidden_units": 2}, "hidden width 2 (the default now)"),
+    "hidden 2": ({"reduction": None, "hidden_units": 2}, "hidden width 2"),
+    "hidden 2 leaky": (
+        {"reduction": None, "hidden_units": 2, "hidden_activation": "leaky_relu"},
+        "hidden width 2, leaky ReLU (the default now)",
+    ),
     "groups 16": ({"groups": 16}, "16 dynamic values per layer (8 channels each at 128)"),
     "groups 4": ({"groups": 4}, "4 dynamic values per layer"),
 }

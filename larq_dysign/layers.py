@@ -35,6 +35,9 @@ __all__ = [
 ESTIMATORS = ("approx_sign", "ste")
 GRANULARITIES = ("channel", "layer")
 STATISTICS = ("mean", "mean_std")
+#: The hyper function's hidden activation: leaky, so no hidden unit can start dead
+#: (docs/design.md, "The hyper function's size").
+HIDDEN_ACTIVATIONS = ("leaky_relu", "relu")
 MIN_HIDDEN_UNITS = 8
 #: The hyper function's default hidden width: fixed, so its floats grow linearly with the
 #: channels (docs/design.md, "The hyper function's size").
@@ -147,12 +150,13 @@ class _HyperFunction:
 
     ```
     s = stat(x)                                   # (B, C), or (B, 2C) for "mean_std"
-    z = W2 . relu(W1 . s + b1) + b2               # (B, G): one value per group of channels
+    z = W2 . act(W1 . s + b1) + b2                # (B, G): one value per group of channels
     offset = z                                    # bound=None
     offset = bound * std_c(x) * (2 sigmoid(z) - 1)   # bound given: |offset| < bound * std
     ```
     `W1: C -> hidden_units`, or `C -> max(C // reduction, min_hidden_units)` when a
-    `reduction` is given (DY-ReLU's rule). The weights are created with the
+    `reduction` is given (DY-ReLU's rule); `act` leaky ReLU (slope 0.2) or ReLU
+    (`hidden_activation`). The weights are created with the
     owning layer's `add_weight`, so they save, load and train as that layer's own
     (`hyper_kernel_1`, `hyper_bias_1`, `hyper_kernel_2`, `hyper_bias_2`); with a
     `learning_rate_multiplier` m they are stored divided by m and used times m, which
@@ -160,6 +164,11 @@ class _HyperFunction:
     gradient multiplier would do nothing). The second FC starts at zero, and
     `2 sigmoid(0) - 1 = 0`: a fresh layer outputs exactly its static part.
     """
+
+    @classmethod
+    def from_config(cls, config):
+        # configs saved before `hidden_activation` existed computed ReLU (docs/design.md)
+        return cls(**{"hidden_activation": "relu", **config})
 
     def _hidden_units(self, channels: int) -> int:
         if self.reduction is None:
@@ -191,6 +200,7 @@ class _HyperFunction:
     def _hyper_options(self) -> dict:
         return {
             "hidden_units": self.hidden_units,
+            "hidden_activation": self.hidden_activation,
             "reduction": self.reduction,
             "min_hidden_units": self.min_hidden_units,
             "statistics": self.statistics,
@@ -203,6 +213,7 @@ class _HyperFunction:
         self,
         *,
         hidden_units,
+        hidden_activation,
         reduction,
         min_hidden_units,
         statistics,
@@ -223,7 +234,9 @@ class _HyperFunction:
         _check_positive_int("groups", groups, allow_none=True)
         _check_positive_number("bound", bound, allow_none=True)
         _check_positive_number("learning_rate_multiplier", learning_rate_multiplier)
+        _check_choice("hidden_activation", hidden_activation, HIDDEN_ACTIVATIONS)
         self.hidden_units = hidden_units
+        self.hidden_activation = hidden_activation
         self.reduction = reduction
         self.min_hidden_units = min_hidden_units
         self.statistics = statistics
@@ -241,7 +254,11 @@ class _HyperFunction:
             mean, spread = channel_moments(inputs)
             stats = tf.concat([mean, spread], axis=-1) if self.statistics == "mean_std" else mean
         m = self.learning_rate_multiplier
-        hidden = tf.nn.relu(tf.matmul(stats, m * self.hyper_kernel_1) + m * self.hyper_bias_1)
+        hidden = tf.matmul(stats, m * self.hyper_kernel_1) + m * self.hyper_bias_1
+        if self.hidden_activation == "relu":
+            hidden = tf.nn.relu(hidden)
+        else:
+            hidden = tf.maximum(hidden, 0.2 * hidden)  # leaky ReLU, exact in float64 too
         z = tf.matmul(hidden, m * self.hyper_kernel_2) + m * self.hyper_bias_2
         if self.bound is not None:
             z = 2.0 * tf.sigmoid(z) - 1.0
@@ -302,7 +319,7 @@ class DySign(_HyperFunction, lq.quantizers.Quantizer):
 
     ```
     s      = mean of x over H, W (or tokens)            # (B, C); "mean_std" appends the stds
-    z      = W2 . relu(W1 . s + b1) + b2                # (B, G), G = groups (default C)
+    z      = W2 . lrelu(W1 . s + b1) + b2               # (B, G), G = groups (default C)
     d      = z                                          # bound=None
     d      = bound * std_c(x) * (2 sigmoid(z) - 1)      # bound=lambda, Dynamic ReLU's form
     tau(x) = b + d, d of a group for each of its channels   # (B, C), or (B, 1) for "layer"
@@ -342,6 +359,8 @@ class DySign(_HyperFunction, lq.quantizers.Quantizer):
 
     Args:
         hidden_units: the hyper function's hidden width. Default 2.
+        hidden_activation: `"leaky_relu"` (default, slope 0.2: every hidden unit passes
+            a gradient from the first step) or `"relu"` (Dynamic ReLU's).
         reduction: None (default) or a ratio `r`: the hidden width is then
             `max(C // r, min_hidden_units)` instead of `hidden_units`.
         min_hidden_units: with a `reduction`, the smallest hidden width. Default 8.
@@ -381,13 +400,15 @@ class DySign(_HyperFunction, lq.quantizers.Quantizer):
         groups: int | None = None,
         bound: float | None = None,
         learning_rate_multiplier: float = 1.0,
-        hidden_units: int | None = HIDDEN_UNITS,
+        hidden_units: int = HIDDEN_UNITS,
+        hidden_activation: str = "leaky_relu",
         **kwargs,
     ):
         _check_choice("granularity", granularity, GRANULARITIES)
         _check_choice("estimator", estimator, ESTIMATORS)
         self._set_hyper_options(
             hidden_units=hidden_units,
+            hidden_activation=hidden_activation,
             reduction=reduction,
             min_hidden_units=min_hidden_units,
             statistics=statistics,
@@ -494,7 +515,7 @@ class DyPReLU(_HyperFunction, RPReLU):
     r"""DyPReLU: RPReLU whose two shifts are produced per sample by a hyper function.
 
     ```
-    [z_g, z_z] = W2 . relu(W1 . mean_hw(x) + b1) + b2   # (B, 2G), one hyper function
+    [z_g, z_z] = W2 . lrelu(W1 . mean_hw(x) + b1) + b2  # (B, 2G), one hyper function
     g, z = z_g, z_z                                     # bound=None
     g, z = bound * std_c(x) * (2 sigmoid(z_.) - 1)      # bound=lambda
     y = PReLU_c(x - (gamma + g)) + (zeta + z)           # g, z of a group for its channels
@@ -522,6 +543,7 @@ class DyPReLU(_HyperFunction, RPReLU):
         learning_rate_multiplier: `m`, default 1: hyper-function weights stored divided
             by `m` and used times `m` (`m` times their learning rate under Adam).
         hidden_units: the hyper function's hidden width. Default 2.
+        hidden_activation: `"leaky_relu"` (default) or `"relu"`.
         **kwargs: Keras layer arguments.
 
     References:
@@ -539,11 +561,13 @@ class DyPReLU(_HyperFunction, RPReLU):
         groups: int | None = None,
         bound: float | None = None,
         learning_rate_multiplier: float = 1.0,
-        hidden_units: int | None = HIDDEN_UNITS,
+        hidden_units: int = HIDDEN_UNITS,
+        hidden_activation: str = "leaky_relu",
         **kwargs,
     ):
         self._set_hyper_options(
             hidden_units=hidden_units,
+            hidden_activation=hidden_activation,
             reduction=reduction,
             min_hidden_units=min_hidden_units,
             statistics=statistics,

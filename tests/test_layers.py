@@ -99,6 +99,23 @@ def test_hidden_width_is_two_or_channels_over_a_given_reduction_with_floor_of_ei
     assert DySign(reduction=16)._hidden_units(64) == 8
 
 
+def test_relu_hidden_activation_and_configs_saved_without_the_option():
+    x = np.random.default_rng(3).normal(0, 1.0, size=(3, 4, 4, 8)).astype("float32")
+    layer = DySign(hidden_activation="relu")
+    layer.build(x.shape)
+    _randomize_hyper_function(layer)
+    pre = x.mean(axis=(1, 2)) @ layer.hyper_kernel_1.numpy() + layer.hyper_bias_1.numpy()
+    assert pre.min() < 0 < pre.max()  # both sides of the kink are exercised
+    expected = layer.threshold.numpy() + np.maximum(pre, 0) @ layer.hyper_kernel_2.numpy()
+    expected += layer.hyper_bias_2.numpy()
+    np.testing.assert_allclose(layer.thresholds(x).numpy(), expected, rtol=1e-5, atol=1e-6)
+    # a config written before the option existed computed ReLU, and still does
+    legacy = {k: v for k, v in DySign(reduction=16).get_config().items()}
+    del legacy["hidden_activation"]
+    assert DySign.from_config(legacy).hidden_activation == "relu"
+    assert DyPReLU.from_config(DyPReLU().get_config()).hidden_activation == "leaky_relu"
+
+
 # ---------------------------------------------------------------------------- gradients
 
 
@@ -109,18 +126,27 @@ def _estimator_derivative(z, estimator):
     return inside.astype(z.dtype)
 
 
+def _leaky(pre):
+    """The hyper function's hidden activation, leaky ReLU with slope 0.2."""
+    return np.where(pre > 0, pre, 0.2 * pre)
+
+
+def _leaky_derivative(pre):
+    return np.where(pre > 0, 1.0, 0.2)
+
+
 def _numpy_dysign_gradients(x, w, upstream, estimator):
     """Reference backward pass of DySign (mean statistics, channel granularity)."""
     batch, height, width, _ = x.shape
     stats = x.mean(axis=(1, 2))
     pre = stats @ w["hyper_kernel_1"] + w["hyper_bias_1"]
-    hidden = np.maximum(pre, 0.0)
+    hidden = _leaky(pre)
     tau = w["threshold"] + hidden @ w["hyper_kernel_2"] + w["hyper_bias_2"]
     z = x - tau[:, None, None, :]
     local = upstream * _estimator_derivative(z, estimator)
     d_tau = -local.sum(axis=(1, 2))
     d_hidden = d_tau @ w["hyper_kernel_2"].T
-    d_pre = d_hidden * (pre > 0)
+    d_pre = d_hidden * _leaky_derivative(pre)
     d_stats = d_pre @ w["hyper_kernel_1"].T
     return {
         "x": local + d_stats[:, None, None, :] / (height * width),
@@ -247,7 +273,7 @@ def test_bounded_thresholds_stay_within_bound_times_the_channel_spread():
     assert np.abs(dynamic).max() > 0.45 * spread.min()  # and it reaches the bound
     # the same formula, written out
     stats = x.mean(axis=(1, 2))
-    hidden = np.maximum(stats @ layer.hyper_kernel_1.numpy() + layer.hyper_bias_1.numpy(), 0)
+    hidden = _leaky(stats @ layer.hyper_kernel_1.numpy() + layer.hyper_bias_1.numpy())
     z = hidden @ layer.hyper_kernel_2.numpy() + layer.hyper_bias_2.numpy()
     # 2 sigmoid(z) - 1 = tanh(z / 2)
     np.testing.assert_allclose(dynamic, 0.5 * spread * np.tanh(z / 2), rtol=1e-4, atol=1e-5)
@@ -296,7 +322,7 @@ def _numpy_option_gradients(x, w, upstream, *, m, bound, groups):
     stats = x.mean(axis=(1, 2))
     spread = np.sqrt(x.var(axis=(1, 2)) + 1e-5)
     pre = stats @ (m * w["hyper_kernel_1"]) + m * w["hyper_bias_1"]
-    hidden = np.maximum(pre, 0.0)
+    hidden = _leaky(pre)
     z = hidden @ (m * w["hyper_kernel_2"]) + m * w["hyper_bias_2"]  # (B, G)
     sigmoid = 1 / (1 + np.exp(-z))
     offset = bound * spread * (2 * np.repeat(sigmoid, size, axis=1) - 1)
@@ -306,7 +332,7 @@ def _numpy_option_gradients(x, w, upstream, *, m, bound, groups):
     d_z = (d_tau * bound * spread * 2).reshape(batch, groups, size).sum(axis=2)
     d_z = d_z * sigmoid * (1 - sigmoid)
     d_hidden = d_z @ (m * w["hyper_kernel_2"]).T
-    d_pre = d_hidden * (pre > 0)
+    d_pre = d_hidden * _leaky_derivative(pre)
     d_stats = d_pre @ (m * w["hyper_kernel_1"]).T
     return {
         # the spread carries no gradient (stop_gradient), the mean does
@@ -411,6 +437,7 @@ def test_binary_dense_is_a_binary_linear_map_on_tokens():
         (lambda: DySign(learning_rate_multiplier=0), "learning_rate_multiplier.*got 0"),
         (lambda: DyPReLU(min_hidden_units=0), "min_hidden_units.*got 0"),
         (lambda: DySign(hidden_units=0), "hidden_units to be a positive integer, but got 0"),
+        (lambda: DyPReLU(hidden_activation="tanh"), "hidden_activation.*'tanh'"),
         (
             lambda: DyPReLU(hidden_units=4, reduction=16),
             r"either hidden_units .* or reduction .* got hidden_units=4 and reduction=16",

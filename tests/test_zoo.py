@@ -234,12 +234,6 @@ def test_include_top_false_and_input_tensor(name):
 def test_a_short_fit_reaches_every_kind_of_weight(name, fashion_mnist_sample):
     x, y = fashion_mnist_sample
     options = {"stem": "imagenet"} if model_family(name) != "cct" else {}
-    if name.startswith("Dy"):
-        # DY-ReLU's rule (8 hidden units here): with the default 2, about 1 hyper function
-        # in 10 starts with every hidden unit inactive on these 32 images, so its second FC
-        # gets no gradient until its inputs change (docs/design.md)
-        hyper = {"reduction": 16}
-        options.update(dysign_options=hyper, dyprelu_options=hyper)
     model = _small_model(name, width_multiplier=0.25, **options)
     # eager: a few steps of these graphs train faster than tf.function traces them
     model.compile(
