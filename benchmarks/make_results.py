@@ -571,8 +571,9 @@ def document(accuracy, export, throughput, thresholds, demo=None, sizes=None) ->
                 "ResNet-18 preset's network "
                 f"({_config(_rows(accuracy)[STUDY_BASELINE]['kwargs'])}) at a cheaper "
                 f"budget, {_budget(budget)}; every variant changes one option of the "
-                "original hyper function (reduction 16 with at least 8 hidden units, one "
-                "unbounded value per channel, mean statistics) in every DySign and DyPReLU. "
+                "original hyper function (reduction 16 with at least 8 hidden units, ReLU, "
+                "one unbounded value per channel, mean statistics) in every DySign and "
+                'DyPReLU; the layers\' default now is "hidden 2 leaky". '
                 "Hyper-function floats: the variant's parameters minus the static model's; "
                 "step time from `benchmarks/throughput_benchmark.py` (CPU time, 1 thread).",
                 "",
