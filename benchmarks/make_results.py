@@ -303,17 +303,22 @@ def threshold_rows(thresholds: dict) -> list[str]:
     return lines
 
 
+def _in_zoo_order(export: dict) -> list[dict]:
+    """The export benchmark's rows of the zoo's models, in the zoo table's order."""
+    rows = {row["model"]: row for row in export["rows"]}
+    return [rows[name] for name in ZOO if name in rows]
+
+
 def zoo_table(export: dict) -> str:
     """The README's zoo table: counts and .tflite sizes from the export benchmark."""
     lines = [
         "| model | what | params | binary MACs | float MACs | .tflite | paper ImageNet top-1 |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
-    rows = {row["model"]: row for row in export["rows"]}
-    for name, (what, top1) in ZOO.items():
-        row = rows.get(name)
-        if row is None or "binary_macs" not in row:
+    for row in _in_zoo_order(export):
+        if "binary_macs" not in row:
             continue
+        name, (what, top1) = row["model"], ZOO[row["model"]]
         size = f" ({row['size_over_baseline']:.2f}x)" if row.get("size_over_baseline") else ""
         lines.append(
             f"| `{name}` | {what} | {row['parameters'] / 1e6:.2f}M | {row['binary_macs']:.3e} | "
@@ -328,13 +333,9 @@ def pi_size_table(export: dict) -> str:
         "| model | .tflite | with float weights | LceBconv2d |",
         "| --- | ---: | ---: | ---: |",
     ]
-    rows = {row["model"]: row for row in export["rows"]}
-    for name in ZOO:
-        row = rows.get(name)
-        if row is None:
-            continue
+    for row in _in_zoo_order(export):
         lines.append(
-            f"| {name} | {row['tflite_bytes'] / 1e6:.1f} MB | "
+            f"| {row['model']} | {row['tflite_bytes'] / 1e6:.1f} MB | "
             f"{row['float_weights_tflite_bytes'] / 1e6:.1f} MB | "
             f"{row['lce_bconv2d']} / {row['binary_layers']} |"
         )
