@@ -133,39 +133,61 @@ def test_evaluate_and_publish_weights_take_the_trained_file(trained):
     np.testing.assert_allclose(rebuilt(images).numpy(), model(images).numpy(), atol=1e-6)
 
 
-@pytest.mark.parametrize(
-    "arguments, status, message",
-    [
-        (["train", "NoSuchNet", "--dataset", "fashion_mnist", "--epochs", "1", "--out", "r"],
-         2, "larq-dysign train: error: Unknown model 'NoSuchNet'; the zoo has: BinaryCCT"),
-        (["train", "ReActNet18", "--dataset", "fashion_mnist", "--epochs", "0", "--out", "r"],
-         2, "larq-dysign train: error: argument --epochs: expected a positive integer, got '0'"),
-        (["train", "ReActNet18", "--dataset", "fashion_mnist", "--epochs", "1", "--out",
-          "file.txt/run"], 2, "larq-dysign train: error: --out 'file.txt/run' cannot be used"),
-        (["train", "DyResNet18", "--dysign-option", "bogus=1", "--dataset", "fashion_mnist",
-          "--epochs", "1", "--out", "r"], 2,
-         "Expected the keys of dysign_options to be DySign arguments (reduction, granularity"),
-        (["export", "ReActNet18", "--weights", "runs/fm/step2/ReActNet18_step2.h5", "-o",
-          "x.tflite"], 2, "first mismatch at layer #0 'stem_conv'"),
-        (["export", "runs/fm", "--width-multiplier", "0.5", "-o", "x.tflite"], 2,
-         "--width-multiplier: a saved model (runs/fm) is built as it was saved"),
-        (["train", "ReActNet18", "--dataset", "fashion_mnist", "--stem", "imagenet",
-          "--width-multiplier", "0.25", "--epochs", "2", "--steps-per-epoch", "3",
-          "--batch-size", "32", "--out", "runs/fm", "--learning-rate", "0.01"], 2,
-         "runs/fm/step1 was trained with other settings: learning_rate 0.0005 (now 0.01)."),
-        (["train", "ReActNet18", "--dataset", "fashion_mnist", "--epochs", "1", "--step", "1",
-          "--schedule", "one-step", "--out", "runs/other"], 2,
-         "Expected step to be 'both' (the default) with schedule='one-step'"),
-    ],
-)  # fmt: skip
+#: (arguments, exit status, start of the one-line message, through the installed command?):
+#: two cases run as a user runs them (a separate process, TensorFlow's logs hidden), the
+#: others through `cli.main` in this process: the same parser and error handling without a
+#: TensorFlow import per case.
+ERROR_CASES = [
+    (["train", "NoSuchNet", "--dataset", "fashion_mnist", "--epochs", "1", "--out", "r"],
+     2, "larq-dysign train: error: Unknown model 'NoSuchNet'; the zoo has: BinaryCCT", True),
+    (["train", "ReActNet18", "--dataset", "fashion_mnist", "--epochs", "0", "--out", "r"],
+     2, "larq-dysign train: error: argument --epochs: expected a positive integer, got '0'",
+     False),
+    (["train", "ReActNet18", "--dataset", "fashion_mnist", "--epochs", "1", "--out",
+      "file.txt/run"], 2, "larq-dysign train: error: --out 'file.txt/run' cannot be used", False),
+    (["train", "DyResNet18", "--dysign-option", "bogus=1", "--dataset", "fashion_mnist",
+      "--epochs", "1", "--out", "r"], 2,
+     "Expected the keys of dysign_options to be DySign arguments (reduction, granularity", False),
+    (["export", "ReActNet18", "--weights", "runs/fm/step2/ReActNet18_step2.h5", "-o",
+      "x.tflite"], 2, "first mismatch at layer #0 'stem_conv'", True),
+    (["export", "runs/fm", "--width-multiplier", "0.5", "-o", "x.tflite"], 2,
+     "--width-multiplier: a saved model (runs/fm) is built as it was saved", False),
+    (["train", "ReActNet18", "--dataset", "fashion_mnist", "--stem", "imagenet",
+      "--width-multiplier", "0.25", "--epochs", "2", "--steps-per-epoch", "3",
+      "--batch-size", "32", "--out", "runs/fm", "--learning-rate", "0.01"], 2,
+     "runs/fm/step1 was trained with other settings: learning_rate 0.0005 (now 0.01).", False),
+    (["train", "ReActNet18", "--dataset", "fashion_mnist", "--epochs", "1", "--step", "1",
+      "--schedule", "one-step", "--out", "runs/other"], 2,
+     "Expected step to be 'both' (the default) with schedule='one-step'", False),
+]  # fmt: skip
+
+
+def run_in_process(arguments, capsys) -> tuple[int, str]:
+    """`larq_dysign.cli.main(arguments)`: its exit status (argparse's exit too) and stderr."""
+    from larq_dysign import cli
+
+    capsys.readouterr()
+    try:
+        status = cli.main([str(argument) for argument in arguments])
+    except SystemExit as exit_:
+        status = exit_.code
+    return status, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arguments, status, message, installed", ERROR_CASES)
 def test_user_errors_are_one_line_with_the_exit_status_and_change_nothing(
-    trained, arguments, status, message
+    trained, arguments, status, message, installed, capsys, monkeypatch
 ):
     directory, _ = trained
     (directory / "file.txt").write_text("a file, not a directory")
     before = sorted(str(p.relative_to(directory)) for p in directory.rglob("*"))
-    result = run(*arguments, cwd=directory, check=False)
-    assert result.returncode == status
-    assert result.stderr.startswith(message) or message in result.stderr, result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    if installed:
+        result = run(*arguments, cwd=directory, check=False)
+        returncode, stderr = result.returncode, result.stderr
+    else:
+        monkeypatch.chdir(directory)
+        returncode, stderr = run_in_process(arguments, capsys)
+    assert returncode == status
+    assert stderr.startswith(message) or message in stderr, stderr
+    assert len(stderr.strip().splitlines()) == 1, stderr
     assert sorted(str(p.relative_to(directory)) for p in directory.rglob("*")) == before
