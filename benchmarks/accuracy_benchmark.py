@@ -661,7 +661,11 @@ def commit_results(out: str, message: str) -> None:
             if code == 0:
                 return
             time.sleep(10 * (attempt + 1))
-        print(f"could not commit: {message}", flush=True)
+        print(
+            f"not committed (git was busy): {message}; the files are written, and the next "
+            "run's commit carries them",
+            flush=True,
+        )
 
 
 # ---------------------------------------------------------------------------- main
