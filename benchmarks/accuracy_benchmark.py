@@ -67,6 +67,7 @@ class Budget:
     learning_rate: float = 2e-3
     jit_compile: bool = True
     steps_per_epoch: int | None = None
+    threshold_init: str = "zeros"
 
     @property
     def updates_per_step(self) -> int:
@@ -78,7 +79,16 @@ class Budget:
             + (f" of {self.steps_per_epoch} updates" if self.steps_per_epoch else "")
             + f", batch {self.batch_size}, lr {self.learning_rate:g}"
             + ("" if self.jit_compile else ", no XLA")
+            + (", thresholds from data" if self.threshold_init == "data" else "")
         )
+
+    def spec(self) -> dict:
+        """The budget as recorded and hashed; `threshold_init` only when it is not the
+        default, so the runs made before the option existed keep their digests."""
+        spec = dataclasses.asdict(self)
+        if spec["threshold_init"] == "zeros":
+            del spec["threshold_init"]
+        return spec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,8 +115,7 @@ class Config:
 
     def digest(self) -> str:
         """8 hex digits of what the run trains: model, arguments and budget."""
-        budget = dataclasses.asdict(self.budget)
-        spec = {"model": self.model, "kwargs": self.kwargs, "budget": budget}
+        spec = {"model": self.model, "kwargs": self.kwargs, "budget": self.budget.spec()}
         return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:8]
 
 
@@ -127,6 +136,7 @@ def _preset_configs() -> dict[str, Config]:
             batch_size=preset.batch_size,
             learning_rate=preset.learning_rate,
             jit_compile=preset.jit_compile,
+            threshold_init=preset.threshold_init,
         )
         configs[baseline] = Config(family, baseline, dict(preset.model_kwargs), budget)
         # the hyper-function options written out, so a change of the layers' defaults is a
@@ -377,6 +387,7 @@ def train_one(name: str, seed: int, *, threads: int, runs_dir: str) -> dict:
                 callbacks=[progress[step]],
                 verbose=2,
                 jit_compile=budget.jit_compile,
+                threshold_init=budget.threshold_init,
             )
         )
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
@@ -387,7 +398,7 @@ def train_one(name: str, seed: int, *, threads: int, runs_dir: str) -> dict:
         "experiment": config.experiment,
         "model": config.model,
         "kwargs": config.kwargs,
-        "budget": dataclasses.asdict(budget),
+        "budget": budget.spec(),
         "baseline": config.baseline,
         "seed": seed,
         "updates_per_recipe_step": budget.updates_per_step,
@@ -709,7 +720,7 @@ def main(argv=None) -> int:
         "jobs": args.jobs,
         "threads": args.threads,
         "evidence_seeds": EVIDENCE_SEEDS,
-        "study_budget": dataclasses.asdict(STUDY_BUDGET),
+        "study_budget": STUDY_BUDGET.spec(),
     }
     if args.summarize:
         print(markdown(write_outputs(configs, args.runs_dir, args.out, meta), meta))

@@ -13,6 +13,7 @@ import tensorflow as tf
 from tinymodels import tiny_bnn
 
 from larq_dysign import cli, training, zoo
+from larq_dysign.layers import DySign, RSign
 from larq_dysign.training import data
 from larq_dysign.training.distill import Distiller, distillation_loss
 
@@ -85,6 +86,10 @@ def test_bad_arguments_are_named(tmp_path):
         training.train(tiny_bnn, epochs=1, schedule="one", **common)
     with pytest.raises(ValueError, match="step to be 'both'.*schedule='one-step'.*but got 1"):
         training.train(tiny_bnn, epochs=1, step=1, schedule="one-step", **common)
+    with pytest.raises(ValueError, match="threshold_init to be one of 'zeros', 'data'.*'mean'"):
+        training.train(tiny_bnn, epochs=1, threshold_init="mean", **common)
+    with pytest.raises(ValueError, match="threshold_init='zeros' with init='imagenet'"):
+        training.train(tiny_bnn, epochs=1, threshold_init="data", init="imagenet", **common)
     assert not any(tmp_path.iterdir())
     with pytest.raises(SystemExit):
         cli.main(["train", "ReActNet18", "--dataset", "mnist", "--epochs", "1", "--out", "x"])
@@ -365,6 +370,48 @@ def test_the_one_step_schedule_trains_binary_weights_from_scratch_in_step2(tmp_p
     assert len(results[2].history["loss"]) == 1
     again = _tiny_run(tmp_path, epochs=1, step="both", schedule="one-step")
     assert again[2].initial_epoch == 1  # restored, not retrained
+
+
+def test_thresholds_from_data_centre_every_sign_input_of_reactnet_a(fashion_mnist_sample):
+    images = fashion_mnist_sample[0][:128]
+    model = zoo.ReActNetA(
+        stem="small", width_multiplier=0.25, input_shape=(28, 28, 1), num_classes=10
+    )
+    signs = [layer for layer in model.layers if isinstance(layer, RSign)]
+    inputs = tf.keras.Model(model.inputs, [layer.input for layer in signs])
+    before = [float(tf.reduce_mean(x)) for x in inputs(images, training=True)]
+    assert before[-1] > 1.5  # the uncentred real-valued path (the docstring's "why")
+
+    names = training.initialize_thresholds(model, images)
+    assert names == [layer.name for layer in signs]
+    for layer, x in zip(signs, inputs(images, training=True)):
+        mean = tf.reduce_mean(x, axis=[0, 1, 2])  # each layer's input, its predecessors set
+        np.testing.assert_allclose(layer.threshold.numpy(), mean.numpy(), atol=1e-4)
+        positive = float(tf.reduce_mean(tf.cast(layer(x) > 0, tf.float32)))
+        assert 0.3 < positive < 0.7, (layer.name, positive)  # was +1 for up to 96%
+
+    # a DySign with one static threshold gets the mean over all channels
+    dysign = DySign(granularity="layer")
+    x = tf.random.normal((4, 5, 5, 3)) + tf.constant([1.0, 2.0, 6.0])
+    layer_model = tf.keras.Sequential([tf.keras.Input((5, 5, 3)), dysign])
+    training.initialize_thresholds(layer_model, x)
+    np.testing.assert_allclose(dysign.threshold.numpy(), [float(tf.reduce_mean(x))], atol=1e-5)
+
+
+def test_threshold_init_data_applies_to_the_step_from_scratch_only(tmp_path):
+    results = _tiny_run(tmp_path, epochs=1, step="both", threshold_init="data")
+    settings = {
+        step: json.loads((tmp_path / f"step{step}" / "settings.json").read_text())
+        for step in (1, 2)
+    }
+    assert settings[1]["threshold_init"] == "data"
+    assert "threshold_init" not in settings[2]  # step 2 starts from step 1's weights
+    assert results[1].model.get_layer("sign").threshold.numpy().any()
+    plain = _tiny_run(tmp_path / "plain", epochs=1)
+    assert "threshold_init" not in json.loads((tmp_path / "plain/step1/settings.json").read_text())
+    assert plain[1].model.get_layer("sign").threshold.numpy().any()  # trained from 0, moved
+    with pytest.raises(ValueError, match="threshold_init"):  # not silently another run
+        _tiny_run(tmp_path / "plain", epochs=1, threshold_init="data")
 
 
 def test_other_settings_on_an_existing_run_are_refused_unless_fresh(tmp_path, capsys):

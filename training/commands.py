@@ -113,6 +113,7 @@ def _train(args) -> int:
         validation_steps=args.validation_steps,
         verbose=args.verbose,
         jit_compile=args.jit_compile,
+        threshold_init=args.threshold_init,
         fresh=args.fresh,
     )
     for step, result in results.items():
@@ -285,6 +286,12 @@ def add_commands(subparsers) -> None:
         action=argparse.BooleanOptionalAction,
         help="compile the train step with XLA (about 2x faster for small-input ResNets on CPU; "
         "default: the preset's, else off)",
+    )
+    train.add_argument(
+        "--threshold-init",
+        choices=("zeros", "data"),
+        help="sign thresholds of a model trained from scratch: zeros, or the mean of their "
+        "inputs over 256 training images (default: the preset's, else zeros)",
     )
     train.set_defaults(func=_train)
 

@@ -284,6 +284,60 @@ def freeze_all_but_thresholds(model: tf.keras.Model) -> list[str]:
     return kept
 
 
+#: How a step that starts from random weights sets the sign thresholds: "zeros" (the
+#: layers' own initializer, ReActNet's) or "data" (`initialize_thresholds`).
+THRESHOLD_INITS = ("zeros", "data")
+#: Training images `threshold_init="data"` averages over.
+THRESHOLD_INIT_IMAGES = 256
+
+
+def initialize_thresholds(model: tf.keras.Model, images) -> list[str]:
+    """Set each sign layer's static threshold (RSign, DySign) to the mean of its input over
+    `images`, per channel (one value for a `granularity="layer"` DySign), in the model's
+    layer order, so each layer sees the inputs the thresholds before it produce.
+
+    Why: a threshold starts at 0, but a sign layer's input need not be centred there. In
+    ReActNet-A the real-valued path is never normalized (average-pool shortcuts, widths
+    doubled by concatenation) and each RPReLU adds a positive mean, so at initialization
+    the last blocks' signs see inputs of mean ~2.8 and output +1 for 92-96% of them, and
+    only 13-20% of the inputs fall where the sign's gradient is not zero (docs/design.md,
+    "Thresholds from data"). Learning the thresholds that far takes Adam thousands of
+    updates. Training mode is used (BatchNorm normalizes with the batch's statistics, as in
+    the first updates). The hyper functions are left as they are (their output starts at 0).
+
+    Example:
+        ```python
+        model = zoo.ReActNetA(stem="small", width_multiplier=0.25, input_shape=(28, 28, 1),
+                              num_classes=10)
+        training.initialize_thresholds(model, images[:256])
+        ```
+
+    Returns:
+        The names of the layers whose thresholds were set.
+    """
+    names = []
+    for layer in model.layers:
+        if isinstance(layer, RSign | DySign):
+            inputs = tf.keras.Model(model.inputs, layer.input)(images, training=True)
+            mean = tf.reduce_mean(inputs, axis=list(range(inputs.shape.rank - 1)))
+            if layer.threshold.shape[0] != mean.shape[0]:  # one static threshold per layer
+                mean = tf.reduce_mean(mean, keepdims=True)
+            layer.threshold.assign(mean)
+            names.append(layer.name)
+    return names
+
+
+def _threshold_images(dataset: tf.data.Dataset) -> tf.Tensor:
+    """The first `THRESHOLD_INIT_IMAGES` (or more: whole batches) training images."""
+    batches, count = [], 0
+    for images, _ in dataset:
+        batches.append(images)
+        count += int(images.shape[0])
+        if count >= THRESHOLD_INIT_IMAGES:
+            break
+    return tf.concat(batches, axis=0)
+
+
 def metrics_for(num_classes: int) -> list:
     """Accuracy, plus top-5 accuracy when there are more than 10 classes."""
     metrics = [tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
@@ -372,6 +426,7 @@ def run_step(
     verbose: int | str = "auto",
     jit_compile: bool = False,
     trainable: str = "all",
+    threshold_init: str = "zeros",
     settings: dict | None = None,
 ) -> StepResult:
     """Train one step of the recipe, resuming from `out_dir/step<N>/checkpoints` if any.
@@ -395,6 +450,7 @@ def run_step(
         RuntimeError: it holds checkpoints, none of them intact.
     """
     directory = os.path.join(out_dir, f"step{step}")
+    checkpoint_dir = os.path.join(directory, "checkpoints")
     write_dir = distribute.worker_directory(directory, strategy)
     name, constructor = resolve_model(model)
     decay = RECIPE[step].weight_decay if weight_decay is None else weight_decay
@@ -415,6 +471,8 @@ def run_step(
         )
         if initial_model is not None:
             transfer_weights(initial_model, student)
+        elif threshold_init == "data" and not has_checkpoints(checkpoint_dir):
+            initialize_thresholds(student, _threshold_images(pipelines.train))
         if trainable == "thresholds":
             freeze_all_but_thresholds(student)
         add_weight_decay(student, decay)
@@ -431,7 +489,6 @@ def run_step(
         optimizer.build(student.trainable_variables)  # slots must exist to be restored
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     checkpoint = tf.train.Checkpoint(model=student, optimizer=optimizer, epoch=epoch)
-    checkpoint_dir = os.path.join(directory, "checkpoints")
     settings = dict(settings or {})
     if initial_model is not None:
         settings["initial_weights_sha256"] = weights_digest(initial_model)
@@ -552,6 +609,7 @@ def train(
     callbacks: list | None = None,
     verbose: int | str = "auto",
     jit_compile: bool | None = None,
+    threshold_init: str | None = None,
     fresh: bool = False,
 ) -> dict[int, StepResult]:
     """Train a zoo model with ReActNet's two-step recipe (see the module docstring).
@@ -624,6 +682,11 @@ def train(
         jit_compile: compile the train step with XLA (see `compile_for_training`); about
             2x faster for ResNets on 28x28 inputs on CPU, after a longer first step (default
             the preset's, else False).
+        threshold_init: "zeros" (ReActNet's), or "data": before the first update of a step
+            that starts from random weights (step 1, or the one-step schedule, without
+            `init`), every RSign / DySign threshold is set to the mean of its input over
+            256 training images (`initialize_thresholds`); default the preset's, else
+            "zeros". Not with `init`, nor with the multiworker or TPU strategies.
         fresh: delete the step directories of an earlier run in `out_dir` and start over.
 
     Returns:
@@ -652,7 +715,10 @@ def train(
         batch_size = chosen.batch_size if batch_size is None else batch_size
         learning_rate = chosen.learning_rate if learning_rate is None else learning_rate
         jit_compile = chosen.jit_compile if jit_compile is None else jit_compile
+        threshold_init = chosen.threshold_init if threshold_init is None else threshold_init
     learning_rate = DEFAULT_LEARNING_RATE if learning_rate is None else learning_rate
+    threshold_init = "zeros" if threshold_init is None else threshold_init
+    check_choice("threshold_init", threshold_init, THRESHOLD_INITS)
     jit_compile = bool(jit_compile)
     check_positive_int("epochs", epochs)
     check_positive_int("batch_size", batch_size)
@@ -660,8 +726,21 @@ def train(
         raise ValueError(f"Expected fresh to be True or False, but got {fresh!r}.")
     info = data_module.dataset_info(dataset)
     name, constructor = resolve_model(model)
+    if threshold_init == "data" and init is not None:
+        raise ValueError(
+            f"Expected threshold_init='zeros' with init={init!r}: thresholds are set from data "
+            "for a model that starts from random weights, and init starts from trained ones."
+        )
     if isinstance(strategy, str):
         strategy = distribute.make_strategy(strategy)
+    if threshold_init == "data" and isinstance(
+        strategy, tf.distribute.MultiWorkerMirroredStrategy | tf.distribute.TPUStrategy
+    ):
+        raise ValueError(
+            "Expected threshold_init='zeros' with a multiworker or TPU strategy, but got "
+            f"'data' with {type(strategy).__name__}: each worker would set the thresholds "
+            "from its own images (one machine: the default or mirrored strategy)."
+        )
     input_shape = tuple(input_shape or info.input_shape)
     num_classes = num_classes or info.num_classes
     global_batch = batch_size * strategy.num_replicas_in_sync
@@ -731,6 +810,7 @@ def train(
                 + (" (one-step schedule)." if schedule == "one-step" else ".")
             )
         decay = RECIPE[current].weight_decay if weight_decay is None else weight_decay
+        data_init = threshold_init == "data" and initial_model is None
         settings = {
             "model": name,
             "arguments": zoo_saved.constructor_arguments(
@@ -757,6 +837,8 @@ def train(
             # recorded for one-step runs only: two-step directories written before the option
             # existed still resume
             **({"schedule": schedule} if schedule != "two-step" else {}),
+            # recorded where applied only, as "schedule"
+            **({"threshold_init": "data"} if data_init else {}),
         }
         result = run_step(
             model,
@@ -780,6 +862,7 @@ def train(
             verbose=verbose,
             jit_compile=jit_compile,
             trainable=trainable,
+            threshold_init="data" if data_init else "zeros",
             settings=settings,
         )
         results[current] = result

@@ -35,6 +35,8 @@ class Preset:
         learning_rate: Adam's initial rate, decaying linearly to 0 in each step.
         jit_compile: compile the train step with XLA.
         description: what the preset is for and what it reached.
+        threshold_init: "zeros", or "data": the sign thresholds start at the mean of their
+            inputs (`larq_dysign.training.initialize_thresholds`).
     """
 
     model_kwargs: dict
@@ -43,6 +45,7 @@ class Preset:
     learning_rate: float
     jit_compile: bool
     description: str
+    threshold_init: str = "zeros"
 
 
 #: preset name -> model family ("resnet", "mobilenet", "cct") -> Preset.
