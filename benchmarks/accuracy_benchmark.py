@@ -224,6 +224,13 @@ SEARCH = {
         Budget(3, batch_size=64),
         note="the ResNet-18 preset's budget; widths 16-512, 14x14 after the stem",
     ),
+    "ReActNet-A w0.25 3 epochs b64 thresholds from data": Config(
+        "search",
+        "ReActNetA",
+        SMALL_MOBILENET,
+        Budget(3, batch_size=64, threshold_init="data"),
+        note="the ResNet-18 preset's budget; thresholds start at their inputs' means",
+    ),
     "CCT-7/3x2 w0.25 2 epochs": Config(
         "search",
         "BinaryCCT",
