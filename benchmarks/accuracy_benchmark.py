@@ -49,6 +49,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import make_results  # this folder's: the budget labels of the generated tables
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 DEFAULT_OUT = os.path.join(HERE, "results")
@@ -74,13 +76,7 @@ class Budget:
         return self.epochs * (self.steps_per_epoch or TRAIN_EXAMPLES // self.batch_size)
 
     def label(self) -> str:
-        return (
-            f"2 x {self.epochs} epoch{'s' if self.epochs > 1 else ''}"
-            + (f" of {self.steps_per_epoch} updates" if self.steps_per_epoch else "")
-            + f", batch {self.batch_size}, lr {self.learning_rate:g}"
-            + ("" if self.jit_compile else ", no XLA")
-            + (", thresholds from data" if self.threshold_init == "data" else "")
-        )
+        return make_results.budget_label(self.spec())
 
     def spec(self) -> dict:
         """The budget as recorded and hashed; `threshold_init` only when it is not the

@@ -71,13 +71,16 @@ def _config(kwargs: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in kwargs.items() if not k.endswith("_options"))
 
 
-def _budget(budget: dict) -> str:
+def budget_label(budget: dict) -> str:
+    """`2 x 3 epochs, batch 64, lr 0.002` for an accuracy run's budget (accuracy.json), also
+    `accuracy_benchmark.Budget.label`."""
     epochs = budget["epochs"]
     text = f"2 x {epochs} epoch{'s' if epochs > 1 else ''}"
     if budget.get("steps_per_epoch"):
         text += f" of {budget['steps_per_epoch']} updates"
     text += f", batch {budget['batch_size']}, lr {budget['learning_rate']:g}"
-    return text + ("" if budget.get("jit_compile", True) else ", no XLA")
+    text += "" if budget.get("jit_compile", True) else ", no XLA"
+    return text + (", thresholds from data" if budget.get("threshold_init") == "data" else "")
 
 
 def _mean(row: dict) -> str:
@@ -140,7 +143,7 @@ def search_rows(accuracy: dict) -> list[str]:
         step1 = [a for a in row["step1_test_accuracies"] if a is not None]
         lines.append(
             f"| {FAMILIES.get(row['model'], '')} | {row['model']} | {_config(row['kwargs'])} | "
-            f"{_budget(row['budget'])} | {_pct(row['mean'])} | "
+            f"{budget_label(row['budget'])} | {_pct(row['mean'])} | "
             f"{_pct(sum(step1) / len(step1)) if step1 else '-'} | {row['minutes']:.0f} "
             f"({row['cpu_minutes']:.0f}) |"
         )
@@ -160,8 +163,8 @@ def preset_rows(accuracy: dict) -> list[str]:
         row = rows[baseline]
         family = FAMILIES[baseline]
         lines.append(
-            f"| `small-input` / {family} | {_config(row['kwargs'])} | {_budget(row['budget'])} "
-            f"| {_mean(row)} | {100 * BARS[family]:.0f} | "
+            f"| `small-input` / {family} | {_config(row['kwargs'])} | "
+            f"{budget_label(row['budget'])} | {_mean(row)} | {100 * BARS[family]:.0f} | "
             f"{len(row['seeds'])} | {row['minutes']:.0f} ({row['cpu_minutes']:.0f}) |"
         )
     return lines
@@ -178,7 +181,7 @@ def accuracy_rows(accuracy: dict) -> list[str]:
             f"| {base['config']} vs {dy['config']} ({_config(dy['kwargs'])}) | "
             f"{_mean(base)} | {_mean(dy)} | "
             f"{_difference(dy)}{' *' if dy['exceeds_spread'] else ''} | "
-            f"{len(base['seeds'])} / {len(dy['seeds'])} | {_budget(dy['budget'])} | "
+            f"{len(base['seeds'])} / {len(dy['seeds'])} | {budget_label(dy['budget'])} | "
             f"{base['minutes']:.0f} / {dy['minutes']:.0f} |"
         )
     return lines
@@ -376,7 +379,7 @@ def headline(accuracy, export, throughput, demo=None) -> str:
         where = "preset" if base["config"] in dict(PAIRS) else "network, an earlier budget"
         lines.append(
             f"- Fashion-MNIST, `small-input` {where} ({_config(dy['kwargs'])}, "
-            f"{_budget(dy['budget'])}), {len(dy['seeds'])} / {len(base['seeds'])} seeds: "
+            f"{budget_label(dy['budget'])}), {len(dy['seeds'])} / {len(base['seeds'])} seeds: "
             f"{dy['config']} "
             f"{_pct(dy['mean'])}% vs {base['config']} {_pct(base['mean'])}%: {_verdict(dy)}."
         )
@@ -571,7 +574,7 @@ def document(accuracy, export, throughput, thresholds, demo=None, sizes=None) ->
                 f"({_seed_range(accuracy, 'study')} per variant so far). DyResNet18 on the "
                 "ResNet-18 preset's network "
                 f"({_config(_rows(accuracy)[STUDY_BASELINE]['kwargs'])}) at a cheaper "
-                f"budget, {_budget(budget)}; every variant changes one option of the "
+                f"budget, {budget_label(budget)}; every variant changes one option of the "
                 "original hyper function (reduction 16 with at least 8 hidden units, ReLU, "
                 "one unbounded value per channel, mean statistics) in every DySign and "
                 'DyPReLU; the layers\' default now is "hidden 2 leaky". '
