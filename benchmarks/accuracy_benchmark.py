@@ -241,6 +241,13 @@ SEARCH = {
         Budget(2, batch_size=64),
         note="7 layers, dim 128, 49 tokens",
     ),
+    "CCT-7/3x2 w0.5 3 epochs b64": Config(
+        "search",
+        "BinaryCCT",
+        {"variant": "7/3x2", "width_multiplier": 0.5},
+        Budget(3, batch_size=64),
+        note="7 layers, dim 128, 49 tokens; the ResNet-18 preset's budget",
+    ),
 }
 
 #: The hyper-function study: the ResNet-18 preset's network, at `STUDY_BUDGET`. Every
