@@ -220,6 +220,13 @@ SEARCH = {
         Budget(3, batch_size=64),
         note="the ResNet-18 preset's budget; widths 16-512, 14x14 after the stem",
     ),
+    "ReActNet-A w0.25 3 epochs b64": Config(
+        "search",
+        "ReActNetA",
+        SMALL_MOBILENET,
+        Budget(3, batch_size=64),
+        note="the ResNet-18 preset's budget; the control of thresholds from data",
+    ),
     "ReActNet-A w0.25 3 epochs b64 thresholds from data": Config(
         "search",
         "ReActNetA",
