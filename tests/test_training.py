@@ -547,3 +547,29 @@ def test_a_preset_gives_the_model_arguments_and_budget_the_user_does_not(tmp_pat
             assert settings["arguments"][key] == value, key
     assert settings["arguments"]["width_multiplier"] == 0.125
     assert results[1].model.get_layer("stem_conv").kernel.shape[-1] == 8
+    assert "threshold_init" not in settings  # the ResNet-18 preset keeps zeros
+
+
+@pytest.mark.slow
+def test_the_reactnet_a_preset_sets_its_thresholds_from_data_but_not_over_init(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("LARQ_DYSIGN_CACHE_DIR", str(tmp_path / "cache"))  # no weights there
+    common = {
+        "preset": "small-input",
+        "dataset": "fashion_mnist",
+        "step": 1,
+        "epochs": 1,
+        "steps_per_epoch": 1,
+        "model_kwargs": {"width_multiplier": 0.125},
+        "jit_compile": False,
+        "validate": False,
+        "verbose": 0,
+    }
+    training.train("ReActNetA", out_dir=str(tmp_path / "preset"), **common)
+    settings = json.loads((tmp_path / "preset" / "step1" / "settings.json").read_text())
+    assert settings["threshold_init"] == "data"
+    # with init (trained thresholds) the preset's data init gives way: the run goes on to
+    # look for the weights instead of refusing the combination
+    with pytest.raises(FileNotFoundError, match="No file for the ReActNetA 'imagenet' weights"):
+        training.train("ReActNetA", out_dir=str(tmp_path / "init"), init="imagenet", **common)

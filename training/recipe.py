@@ -685,8 +685,9 @@ def train(
         threshold_init: "zeros" (ReActNet's), or "data": before the first update of a step
             that starts from random weights (step 1, or the one-step schedule, without
             `init`), every RSign / DySign threshold is set to the mean of its input over
-            256 training images (`initialize_thresholds`); default the preset's, else
-            "zeros". Not with `init`, nor with the multiworker or TPU strategies.
+            256 training images (`initialize_thresholds`); default the preset's (without
+            `init`), else "zeros". Not with `init`, nor with the multiworker or TPU
+            strategies.
         fresh: delete the step directories of an earlier run in `out_dir` and start over.
 
     Returns:
@@ -715,7 +716,8 @@ def train(
         batch_size = chosen.batch_size if batch_size is None else batch_size
         learning_rate = chosen.learning_rate if learning_rate is None else learning_rate
         jit_compile = chosen.jit_compile if jit_compile is None else jit_compile
-        threshold_init = chosen.threshold_init if threshold_init is None else threshold_init
+        if threshold_init is None and init is None:  # a preset's is for training from scratch
+            threshold_init = chosen.threshold_init
     learning_rate = DEFAULT_LEARNING_RATE if learning_rate is None else learning_rate
     threshold_init = "zeros" if threshold_init is None else threshold_init
     check_choice("threshold_init", threshold_init, THRESHOLD_INITS)

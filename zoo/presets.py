@@ -63,11 +63,14 @@ PRESETS: dict[str, dict[str, Preset]] = {
         ),
         "mobilenet": Preset(
             model_kwargs={"stem": "small", "width_multiplier": 0.25},
-            epochs=1,
-            batch_size=128,
+            epochs=3,
+            batch_size=64,
             learning_rate=2e-3,
             jit_compile=True,
-            description="ReActNet-A for 28x28-32x32 inputs (budget not yet measured to 90%).",
+            threshold_init="data",
+            description="ReActNet-A for 28x28-32x32 inputs: small stem, widths 8-256, the "
+            "thresholds started at their inputs' means (its real-valued path drifts from 0); "
+            "ReActNetA 86.4% on Fashion-MNIST (1 seed; bar 90%: not reached).",
         ),
         "cct": Preset(
             model_kwargs={"variant": "7/3x2", "width_multiplier": 0.25},
