@@ -24,6 +24,8 @@ PI_GUIDE = os.path.join(ROOT, "docs", "raspberry-pi.md")
 
 #: The bars the small-input presets were chosen to clear (static baseline, Fashion-MNIST).
 BARS = {"resnet": 0.90, "mobilenet": 0.90, "cct": 0.85}
+#: A difference within this fraction of its 2-SE margin is reported as at the edge.
+EDGE = 0.1
 #: At 224x224 every Dy model's file within this factor of its baseline's.
 SIZE_LIMIT = 1.3
 
@@ -97,11 +99,18 @@ def _difference(comparison: dict) -> str:
     return f"{100 * comparison['difference']:+.2f} +- {100 * comparison['margin']:.2f}"
 
 
+def _at_edge(comparison: dict) -> bool:
+    """Within `EDGE` of its margin: which side it falls on is noise."""
+    return abs(abs(comparison["difference"]) / comparison["margin"] - 1) <= EDGE
+
+
 def _verdict(comparison: dict) -> str:
     if min(comparison["seed_counts"]) < 2:
         return _difference(comparison)
     difference = 100 * comparison["difference"]
     margin = 100 * comparison["margin"]
+    if _at_edge(comparison):
+        return f"{difference:+.2f} points, at the edge of 2 standard errors (+-{margin:.2f})"
     if comparison["exceeds_spread"]:
         return f"{difference:+.2f} points, beyond 2 standard errors (+-{margin:.2f})"
     return f"{difference:+.2f} points, within 2 standard errors (+-{margin:.2f})"
@@ -425,9 +434,12 @@ def plain_sentence(accuracy) -> str | None:
     )
     if not pairs:
         return f"- **At this scale (Fashion-MNIST, the small-input presets):** {waiting}."
-    helped = [d for _, d in pairs if d["exceeds_spread"] and d["difference"] > 0]
-    hurt = [d for _, d in pairs if d["exceeds_spread"] and d["difference"] < 0]
-    neutral = [d for _, d in pairs if not d["exceeds_spread"]]
+    # within 10% of the margin either way: which side of it a difference falls on is noise
+    edge = [d for _, d in pairs if _at_edge(d)]
+    decided = [d for _, d in pairs if d not in edge]
+    helped = [d for d in decided if d["exceeds_spread"] and d["difference"] > 0]
+    hurt = [d for d in decided if d["exceeds_spread"] and d["difference"] < 0]
+    neutral = [d for d in decided if not d["exceeds_spread"]]
     parts = []
     if helped:
         parts.append(
@@ -443,6 +455,14 @@ def plain_sentence(accuracy) -> str | None:
             + ", ".join(
                 f"{d['config']} {-100 * d['difference']:.2f} points (+-{100 * d['margin']:.2f})"
                 for d in hurt
+            )
+        )
+    if edge:
+        parts.append(
+            "at the edge of two standard errors (a difference these seeds barely resolve): "
+            + ", ".join(
+                f"{d['config']} {100 * d['difference']:+.2f} points (+-{100 * d['margin']:.2f})"
+                for d in edge
             )
         )
     if neutral:

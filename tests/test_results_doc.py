@@ -119,6 +119,27 @@ def test_the_plain_sentence_gives_no_verdict_on_a_single_seed():
     assert "no measurable effect" not in sentence
 
 
+def test_a_difference_at_its_margin_is_called_at_the_edge_not_a_verdict():
+    rows = {
+        "ReActNet18": {"config": "ReActNet18", "seeds": [0, 1, 2]},
+        "DyResNet18": {"config": "DyResNet18", "seeds": [0, 1, 2], "baseline": "ReActNet18"},
+        "ReActNetA": {"config": "ReActNetA", "seeds": [0, 1, 2]},
+        "DyMobileNet": {"config": "DyMobileNet", "seeds": [0, 1, 2], "baseline": "ReActNetA"},
+    }
+    comparisons = {"DyResNet18": (0.0029, 0.00287, True), "DyMobileNet": (0.001, 0.003, False)}
+    for name, (difference, margin, beyond) in comparisons.items():
+        rows[name].update(
+            difference=difference, margin=margin, exceeds_spread=beyond, seed_counts=[3, 3]
+        )
+    for row in rows.values():
+        row.update(experiment="resnet", kwargs={}, budget={})
+    sentence = make_results.plain_sentence({"rows": rows})
+    assert "at the edge of two standard errors" in sentence
+    assert "DyResNet18 +0.29 points (+-0.29)" in sentence
+    assert "helps" not in sentence
+    assert "for DyMobileNet the difference (+0.10 +- 0.30 points)" in sentence
+
+
 def test_the_demo_line_and_section_come_from_demo_json():
     demo = {
         "meta": {
