@@ -14,7 +14,7 @@ from tinymodels import tiny_bnn
 
 from larq_dysign import cli, training, zoo
 from larq_dysign.layers import DySign, RSign
-from larq_dysign.training import data
+from larq_dysign.training import data, recipe
 from larq_dysign.training.distill import Distiller, distillation_loss
 
 # ---------------------------------------------------------------------------- recipe parts
@@ -550,26 +550,26 @@ def test_a_preset_gives_the_model_arguments_and_budget_the_user_does_not(tmp_pat
     assert "threshold_init" not in settings  # the ResNet-18 preset keeps zeros
 
 
-@pytest.mark.slow
-def test_the_reactnet_a_preset_sets_its_thresholds_from_data_but_not_over_init(
-    tmp_path, monkeypatch
-):
-    monkeypatch.setenv("LARQ_DYSIGN_CACHE_DIR", str(tmp_path / "cache"))  # no weights there
-    common = {
-        "preset": "small-input",
-        "dataset": "fashion_mnist",
-        "step": 1,
-        "epochs": 1,
-        "steps_per_epoch": 1,
-        "model_kwargs": {"width_multiplier": 0.125},
-        "jit_compile": False,
-        "validate": False,
-        "verbose": 0,
+def test_the_reactnet_a_preset_sets_its_thresholds_from_data_but_not_over_init():
+    given = {
+        "model_kwargs": {"width_multiplier": 0.5},
+        "epochs": None,
+        "batch_size": 32,
+        "learning_rate": None,
+        "jit_compile": None,
+        "threshold_init": None,
     }
-    training.train("ReActNetA", out_dir=str(tmp_path / "preset"), **common)
-    settings = json.loads((tmp_path / "preset" / "step1" / "settings.json").read_text())
-    assert settings["threshold_init"] == "data"
-    # with init (trained thresholds) the preset's data init gives way: the run goes on to
-    # look for the weights instead of refusing the combination
-    with pytest.raises(FileNotFoundError, match="No file for the ReActNetA 'imagenet' weights"):
-        training.train("ReActNetA", out_dir=str(tmp_path / "init"), init="imagenet", **common)
+    preset = zoo.get_preset("small-input", "ReActNetA")
+    assert recipe.with_preset("small-input", "ReActNetA", **given) == (
+        {**preset.model_kwargs, "width_multiplier": 0.5},
+        preset.epochs,
+        32,
+        preset.learning_rate,
+        preset.jit_compile,
+        "data",
+    )
+    # with init (trained thresholds) the preset's data init gives way
+    assert recipe.with_preset("small-input", "ReActNetA", **given, init="imagenet")[-1] is None
+    assert recipe.with_preset("small-input", "ReActNet18", **given)[-1] == "zeros"
+    given["threshold_init"] = "zeros"  # the user's choice wins
+    assert recipe.with_preset("small-input", "ReActNetA", **given)[-1] == "zeros"

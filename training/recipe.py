@@ -574,6 +574,38 @@ def run_step(
     )
 
 
+def with_preset(
+    preset: str,
+    model,
+    *,
+    model_kwargs: dict | None,
+    epochs: int | None,
+    batch_size: int | None,
+    learning_rate: float | None,
+    jit_compile: bool | None,
+    threshold_init: str | None,
+    init=None,
+) -> tuple[dict, int, int, float, bool, str | None]:
+    """`train`'s arguments completed from the zoo preset `preset` for `model`: the user's
+    model arguments over the preset's, the preset's budget where a value is None, and its
+    `threshold_init` only for a run from scratch (without `init`).
+
+    Returns:
+        `(model_kwargs, epochs, batch_size, learning_rate, jit_compile, threshold_init)`.
+    """
+    chosen = zoo_presets.get_preset(preset, resolve_model(model)[0])
+    if threshold_init is None and init is None:  # a preset's is for training from scratch
+        threshold_init = chosen.threshold_init
+    return (
+        {**chosen.model_kwargs, **(model_kwargs or {})},
+        chosen.epochs if epochs is None else epochs,
+        chosen.batch_size if batch_size is None else batch_size,
+        chosen.learning_rate if learning_rate is None else learning_rate,
+        chosen.jit_compile if jit_compile is None else jit_compile,
+        threshold_init,
+    )
+
+
 def _step_list(step) -> list[int]:
     step = str(step)
     if step not in STEPS:
@@ -709,15 +741,17 @@ def train(
             )
         steps = [2]
     if preset is not None:
-        name, _ = resolve_model(model)
-        chosen = zoo_presets.get_preset(preset, name)
-        model_kwargs = {**chosen.model_kwargs, **(model_kwargs or {})}
-        epochs = chosen.epochs if epochs is None else epochs
-        batch_size = chosen.batch_size if batch_size is None else batch_size
-        learning_rate = chosen.learning_rate if learning_rate is None else learning_rate
-        jit_compile = chosen.jit_compile if jit_compile is None else jit_compile
-        if threshold_init is None and init is None:  # a preset's is for training from scratch
-            threshold_init = chosen.threshold_init
+        model_kwargs, epochs, batch_size, learning_rate, jit_compile, threshold_init = with_preset(
+            preset,
+            model,
+            model_kwargs=model_kwargs,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            jit_compile=jit_compile,
+            threshold_init=threshold_init,
+            init=init,
+        )
     learning_rate = DEFAULT_LEARNING_RATE if learning_rate is None else learning_rate
     threshold_init = "zeros" if threshold_init is None else threshold_init
     check_choice("threshold_init", threshold_init, THRESHOLD_INITS)
