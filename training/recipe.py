@@ -328,14 +328,10 @@ def initialize_thresholds(model: tf.keras.Model, images) -> list[str]:
 
 
 def _threshold_images(dataset: tf.data.Dataset) -> tf.Tensor:
-    """The first `THRESHOLD_INIT_IMAGES` (or more: whole batches) training images."""
-    batches, count = [], 0
-    for images, _ in dataset:
-        batches.append(images)
-        count += int(images.shape[0])
-        if count >= THRESHOLD_INIT_IMAGES:
-            break
-    return tf.concat(batches, axis=0)
+    """The first `THRESHOLD_INIT_IMAGES` images of a batched `(images, labels)` dataset."""
+    sample = dataset.unbatch().take(THRESHOLD_INIT_IMAGES).batch(THRESHOLD_INIT_IMAGES)
+    images, _ = next(iter(sample))
+    return images
 
 
 def metrics_for(num_classes: int) -> list:
