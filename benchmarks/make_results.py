@@ -101,7 +101,8 @@ def _difference(comparison: dict) -> str:
 
 def _at_edge(comparison: dict) -> bool:
     """Within `EDGE` of its margin: which side it falls on is noise."""
-    return abs(abs(comparison["difference"]) / comparison["margin"] - 1) <= EDGE
+    margin = comparison["margin"]
+    return margin > 0 and abs(abs(comparison["difference"]) / margin - 1) <= EDGE
 
 
 def _verdict(comparison: dict) -> str:
@@ -436,7 +437,7 @@ def plain_sentence(accuracy) -> str | None:
         return f"- **At this scale (Fashion-MNIST, the small-input presets):** {waiting}."
     # within 10% of the margin either way: which side of it a difference falls on is noise
     edge = [d for _, d in pairs if _at_edge(d)]
-    decided = [d for _, d in pairs if d not in edge]
+    decided = [d for _, d in pairs if not _at_edge(d)]
     helped = [d for d in decided if d["exceeds_spread"] and d["difference"] > 0]
     hurt = [d for d in decided if d["exceeds_spread"] and d["difference"] < 0]
     neutral = [d for d in decided if not d["exceeds_spread"]]

@@ -138,6 +138,7 @@ def test_a_difference_at_its_margin_is_called_at_the_edge_not_a_verdict():
     assert "DyResNet18 +0.29 points (+-0.29)" in sentence
     assert "helps" not in sentence
     assert "for DyMobileNet the difference (+0.10 +- 0.30 points)" in sentence
+    assert not make_results._at_edge({"difference": 0.0, "margin": 0.0})  # identical seeds
 
 
 def test_the_demo_line_and_section_come_from_demo_json():
