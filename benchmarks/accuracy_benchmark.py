@@ -234,6 +234,13 @@ SEARCH = {
         Budget(3, batch_size=64, threshold_init="data"),
         note="the ResNet-18 preset's budget; thresholds start at their inputs' means",
     ),
+    "ReActNet-A w0.5 3 epochs b64 thresholds from data": Config(
+        "search",
+        "ReActNetA",
+        {"stem": "small", "width_multiplier": 0.5},
+        Budget(3, batch_size=64, threshold_init="data"),
+        note="widths 16-512 at 28x28 after the stem; thresholds start at their inputs' means",
+    ),
     "CCT-7/3x2 w0.25 2 epochs": Config(
         "search",
         "BinaryCCT",
