@@ -241,6 +241,13 @@ SEARCH = {
         Budget(3, batch_size=64, threshold_init="data"),
         note="widths 16-512 at 28x28 after the stem; thresholds start at their inputs' means",
     ),
+    "ReActNet-A w0.25 5 epochs b64 thresholds from data": Config(
+        "search",
+        "ReActNetA",
+        SMALL_MOBILENET,
+        Budget(5, batch_size=64, threshold_init="data"),
+        note="the mobilenet preset with 5 epochs per step: more updates instead of width",
+    ),
     "CCT-7/3x2 w0.25 2 epochs": Config(
         "search",
         "BinaryCCT",
