@@ -159,6 +159,27 @@ def _tiny_dy_bnn():
     return tf.keras.Model(inputs, outputs)
 
 
+def test_compiled_models_have_optimizer_slots_and_trace_their_train_step_once():
+    """compile_for_training builds the optimizer: a checkpoint can restore its slots before
+    the first update, and `fit` traces once (a tf.function that creates variables is traced
+    twice, as a plain `compile` + `fit` does)."""
+    x = np.random.default_rng(0).uniform(-1, 1, (64, 28, 28, 1)).astype("float32")
+    y = np.arange(64) % 10
+    plain = tiny_bnn(input_shape=(28, 28, 1), num_classes=10)
+    plain.compile(tf.keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    plain.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    assert plain.train_function.experimental_get_tracing_count() == 2
+    for teacher in (None, tiny_bnn(input_shape=(28, 28, 1), num_classes=10)):
+        student = tiny_bnn(input_shape=(28, 28, 1), num_classes=10)
+        model = training.compile_for_training(
+            student, optimizer=tf.keras.optimizers.Adam(1e-3), num_classes=10, teacher=teacher
+        )
+        # Adam: the iteration count, then a first and a second moment per variable
+        assert len(model.optimizer.variables) == 1 + 2 * len(student.trainable_variables)
+        model.fit(x, y, batch_size=32, epochs=1, verbose=0)
+        assert model.train_function.experimental_get_tracing_count() == 1
+
+
 def test_xla_train_step_matches_the_default_one():
     # The DySign/DyPReLU custom gradients, the binary conv and BatchNorm under XLA: the same
     # updates as TensorFlow's own kernels, to float rounding (a threshold-rounding sign flip
