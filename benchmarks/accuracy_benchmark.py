@@ -10,7 +10,9 @@ arguments and a `Budget` (epochs per recipe step, batch, learning rate, XLA). Ex
 - `resnet`, `mobilenet`, `cct`: the evidence, Dy model vs its baseline at the family's
   `small-input` preset (`larq_dysign.zoo.PRESETS`), same network and budget, 5 seeds;
 - `study`: the hyper-function study on DyResNet18 (output bound, learning-rate multiplier,
-  statistics, reduction, hidden width, threshold groups), 3 seeds, at a cheaper budget.
+  statistics, reduction, hidden width, threshold groups), 3 seeds, at a cheaper budget;
+- `ablation`: DyBinaryCCT with DySign alone and DyPReLU alone against both, 3 seeds, at the
+  cct preset's network and the study's budget.
 
 Runs go to `--runs-dir`, one directory each, named by the model, a hash of the model, its
 arguments and budget, and the seed; a finished run (its `result.json`) is not repeated,
@@ -23,7 +25,7 @@ run of hours leaves its evidence on the branch as seeds complete.
 
 Run:
     .venv/bin/python benchmarks/accuracy_benchmark.py --experiments search
-    .venv/bin/python benchmarks/accuracy_benchmark.py --experiments study
+    .venv/bin/python benchmarks/accuracy_benchmark.py --experiments study ablation --jobs 2
     .venv/bin/python benchmarks/accuracy_benchmark.py --experiments resnet mobilenet cct --commit
     .venv/bin/python benchmarks/accuracy_benchmark.py --summarize   # rewrite the outputs only
 
@@ -92,12 +94,12 @@ class Config:
     """One trained configuration.
 
     Attributes:
-        experiment: "search", "resnet", "mobilenet", "cct" or "study".
+        experiment: "search", "resnet", "mobilenet", "cct", "study" or "ablation".
         model: zoo model name.
         kwargs: constructor arguments.
         budget: the recipe's budget.
         baseline: the static-threshold config it is compared with (None for baselines).
-        reference: for study variants, the Dy config the option changes.
+        reference: for study and ablation variants, the Dy config the option changes.
         note: what the config tests, for the tables.
     """
 
@@ -330,8 +332,45 @@ def _study_configs() -> dict[str, Config]:
 
 STUDY = _study_configs()
 
-EXPERIMENTS = ("search", "resnet", "mobilenet", "cct", "study")
-DEFAULT_SEEDS = {"search": [0], "study": [0, 1, 2]}
+
+def _ablation_configs() -> dict[str, Config]:
+    """Which part of DyBinaryCCT costs accuracy (seed 0 at the cct preset lost 5.35 points):
+    the cct preset's network at the study's budget, with DySign alone and DyPReLU alone."""
+    import larq_dysign  # noqa: F401  (Keras 2 before tensorflow)
+    from larq_dysign.zoo.presets import PRESETS
+
+    network = dict(PRESETS["small-input"]["cct"].model_kwargs)
+    options = default_options()  # written out, as for the evidence
+    dy = Config(
+        "ablation",
+        "DyBinaryCCT",
+        {**network, "dysign_options": options, "dyprelu_options": options},
+        STUDY_BUDGET,
+        baseline="ablation BinaryCCT",
+        note="DySign and DyPReLU (the zoo's DyBinaryCCT)",
+    )
+    return {
+        "ablation BinaryCCT": Config(
+            "ablation", "BinaryCCT", network, STUDY_BUDGET, note="RSign and RPReLU (static)"
+        ),
+        "ablation DyBinaryCCT": dy,
+        "ablation DySign only": dataclasses.replace(
+            dy,
+            kwargs={**network, "dyprelu": False, "dysign_options": options},
+            reference="ablation DyBinaryCCT",
+            note="DyPReLU back to RPReLU",
+        ),
+        "ablation DyPReLU only": dataclasses.replace(
+            dy,
+            kwargs={**network, "dysign": False, "dyprelu_options": options},
+            reference="ablation DyBinaryCCT",
+            note="DySign back to RSign",
+        ),
+    }
+
+
+EXPERIMENTS = ("search", "resnet", "mobilenet", "cct", "study", "ablation")
+DEFAULT_SEEDS = {"search": [0], "study": [0, 1, 2], "ablation": [0, 1, 2]}
 EVIDENCE_SEEDS = [0, 1, 2, 3, 4]
 #: Training curves: the train loss and accuracy every this many updates.
 CURVE_EVERY = 20
@@ -355,7 +394,7 @@ EARLIER = {
 
 
 def all_configs() -> dict[str, Config]:
-    return {**SEARCH, **_preset_configs(), **EARLIER, **STUDY}
+    return {**SEARCH, **_preset_configs(), **EARLIER, **STUDY, **_ablation_configs()}
 
 
 def run_id(config: Config, seed: int) -> str:
@@ -720,7 +759,7 @@ def main(argv=None) -> int:
         "--seeds",
         nargs="+",
         type=int,
-        help="default: 0 for search, 0-2 for the study, 0-4 for the evidence",
+        help="default: 0 for search, 0-2 for the study and the ablation, 0-4 for the evidence",
     )
     parser.add_argument("--configs", nargs="+", help="only these configs of the experiments")
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel")

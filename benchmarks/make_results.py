@@ -207,29 +207,39 @@ def _study_cost(throughput: dict | None) -> dict[str, float]:
     }
 
 
-def study_rows(accuracy: dict, throughput: dict | None) -> list[str]:
+def study_rows(
+    accuracy: dict,
+    throughput: dict | None,
+    *,
+    experiment: str = "study",
+    baseline: str = STUDY_BASELINE,
+    reference: str = STUDY_REFERENCE,
+    versus: str = "original Dy",
+) -> list[str]:
+    """The study's table, or the ablation's (`experiment`, its static `baseline` and the Dy
+    `reference` its variants change, called `versus` in the header)."""
     rows = _rows(accuracy)
     cost = _study_cost(throughput)
-    base = rows.get(STUDY_BASELINE)
+    base = rows.get(baseline)
     lines = [
         "| variant | what it changes | hyper-function floats | test accuracy (%) | vs "
-        "original Dy (points, +- 2 SE) | vs static (points, +- 2 SE) | seeds | step time / "
+        f"{versus} (points, +- 2 SE) | vs static (points, +- 2 SE) | seeds | step time / "
         "static (CPU) |",
         "| --- | --- | ---: | ---: | --- | --- | ---: | ---: |",
     ]
     for name, row in rows.items():
-        if row["experiment"] != "study":
+        if row["experiment"] != experiment:
             continue
         floats = row["parameters"] - base["parameters"] if base else None
         versus_reference = row.get("versus_reference")
         lines.append(
-            f"| {name.removeprefix('study ')} | {row['note']} | "
+            f"| {name.removeprefix(f'{experiment} ')} | {row['note']} | "
             f"{floats:,} | {_mean(row)} | "
             + (
                 _difference(versus_reference)
                 + (" *" if versus_reference["exceeds_spread"] else "")
                 if versus_reference
-                else ("(reference)" if name == STUDY_REFERENCE else "")
+                else ("(reference)" if name == reference else "")
             )
             + " | "
             + (
@@ -621,6 +631,28 @@ def document(accuracy, export, throughput, thresholds, demo=None, sizes=None) ->
             "what the original does.",
             "",
             *hyper_size_rows(sizes),
+            "",
+        ]
+    ablation = "ablation BinaryCCT"
+    if ablation in _rows(accuracy):
+        row = _rows(accuracy)[ablation]
+        out += [
+            "### DyBinaryCCT: which dynamic part costs",
+            "",
+            "Command: `python benchmarks/accuracy_benchmark.py --experiments ablation` "
+            f"({_seed_range(accuracy, 'ablation')} per variant so far). The cct preset's "
+            f"network ({_config(row['kwargs'])}) at the study's budget, "
+            f"{budget_label(row['budget'])}, with the layers' default hyper function; each "
+            "variant turns one of DyBinaryCCT's dynamic layers back into its static one.",
+            "",
+            *study_rows(
+                accuracy,
+                None,
+                experiment="ablation",
+                baseline=ablation,
+                reference="ablation DyBinaryCCT",
+                versus="DyBinaryCCT",
+            ),
             "",
         ]
     if export:

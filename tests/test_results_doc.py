@@ -184,3 +184,48 @@ def test_hyper_function_sizes_are_marked_against_the_binary_bytes():
     ]
     doc = make_results.document(None, None, None, None, None, sizes)
     assert "benchmarks/hyper_size_benchmark.py" in doc and "0.45 (below)" in doc
+
+
+def test_the_cct_ablation_turns_one_dynamic_layer_back_and_is_tabled_against_both():
+    from larq_dysign import layers, zoo
+
+    configs = {
+        name: config
+        for name, config in accuracy_benchmark.all_configs().items()
+        if config.experiment == "ablation"
+    }
+    counts = {}
+    for name, config in configs.items():
+        model = zoo.get_model(
+            config.model, input_shape=(28, 28, 1), num_classes=10, **config.kwargs
+        )
+        kinds = [type(layer) for layer in model.layers]
+        counts[name] = (kinds.count(layers.DySign), kinds.count(layers.DyPReLU))
+    full = counts["ablation DyBinaryCCT"]
+    assert full[0] > 0 and full[1] > 0 and counts["ablation BinaryCCT"] == (0, 0)
+    assert counts["ablation DySign only"] == (full[0], 0)
+    assert counts["ablation DyPReLU only"] == (0, full[1])
+
+    runs = [
+        *(_run("ablation BinaryCCT", s, a) for s, a in enumerate([0.80, 0.81, 0.82])),
+        *(_run("ablation DyBinaryCCT", s, a) for s, a in enumerate([0.75, 0.76, 0.77])),
+        *(_run("ablation DySign only", s, a) for s, a in enumerate([0.79, 0.80, 0.81])),
+    ]
+    runs = [{**run, "experiment": "ablation"} for run in runs]  # as `collect` reads them
+    rows = accuracy_benchmark.summarize(runs, configs)
+    table = make_results.study_rows(
+        {"rows": rows},
+        None,
+        experiment="ablation",
+        baseline="ablation BinaryCCT",
+        reference="ablation DyBinaryCCT",
+        versus="DyBinaryCCT",
+    )
+    assert "vs DyBinaryCCT (points, +- 2 SE)" in table[0]
+    assert [line.split(" | ")[0] for line in table[2:]] == [
+        "| BinaryCCT",
+        "| DyBinaryCCT",
+        "| DySign only",
+    ]
+    assert "| (reference) | -5.00 +- 1.63 * |" in table[3]  # 2 sqrt(2 * 0.01^2 / 3)
+    assert "| +4.00 +- 1.63 * | -1.00 +- 1.63 |" in table[4]
