@@ -250,6 +250,13 @@ SEARCH = {
         Budget(5, batch_size=64, threshold_init="data"),
         note="the mobilenet preset with 5 epochs per step: more updates instead of width",
     ),
+    "ReActNet-A w0.25 3 epochs b32 thresholds from data": Config(
+        "search",
+        "ReActNetA",
+        SMALL_MOBILENET,
+        Budget(3, batch_size=32, threshold_init="data"),
+        note="the mobilenet preset at batch 32: twice its updates in its epochs",
+    ),
     "CCT-7/3x2 w0.25 2 epochs": Config(
         "search",
         "BinaryCCT",
