@@ -34,6 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from larq_dysign import training, zoo
+from larq_dysign.files import write_atomically
 from larq_dysign.layers import DySign, RSign
 from larq_dysign.training import data
 
@@ -118,8 +119,7 @@ def main(argv=None) -> int:
     }
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "sign_inputs.json")
-    with open(path, "w") as f:
-        json.dump({"meta": meta, "configs": results}, f, indent=1)
+    write_atomically(path, json.dumps({"meta": meta, "configs": results}, indent=1))
     print(f"written: {path}")
     return 0
 
