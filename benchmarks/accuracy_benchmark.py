@@ -72,6 +72,7 @@ class Budget:
     jit_compile: bool = True
     steps_per_epoch: int | None = None
     threshold_init: str = "zeros"
+    augment: bool = True
 
     @property
     def updates_per_step(self) -> int:
@@ -81,11 +82,13 @@ class Budget:
         return make_results.budget_label(self.spec())
 
     def spec(self) -> dict:
-        """The budget as recorded and hashed; `threshold_init` only when it is not the
-        default, so the runs made before the option existed keep their digests."""
+        """The budget as recorded and hashed; `threshold_init` and `augment` only when they
+        are not the default, so the runs made before the options existed keep their digests."""
         spec = dataclasses.asdict(self)
         if spec["threshold_init"] == "zeros":
             del spec["threshold_init"]
+        if spec["augment"]:
+            del spec["augment"]
         return spec
 
 
@@ -256,6 +259,20 @@ SEARCH = {
         SMALL_MOBILENET,
         Budget(3, batch_size=32, threshold_init="data"),
         note="the mobilenet preset at batch 32: twice its updates in its epochs",
+    ),
+    "ReActNet-A w0.25 3 epochs b64 thresholds from data no augmentation": Config(
+        "search",
+        "ReActNetA",
+        SMALL_MOBILENET,
+        Budget(3, batch_size=64, threshold_init="data", augment=False),
+        note="the mobilenet preset without pad-crop-flip: it underfits (train under test)",
+    ),
+    "ReActNet-A w0.25 5 epochs b64 thresholds from data no augmentation": Config(
+        "search",
+        "ReActNetA",
+        SMALL_MOBILENET,
+        Budget(5, batch_size=64, threshold_init="data", augment=False),
+        note="5 epochs per step without pad-crop-flip",
     ),
     "CCT-7/3x2 w0.25 2 epochs": Config(
         "search",
@@ -465,6 +482,7 @@ def train_one(name: str, seed: int, *, threads: int, runs_dir: str) -> dict:
                 verbose=2,
                 jit_compile=budget.jit_compile,
                 threshold_init=budget.threshold_init,
+                data_kwargs=None if budget.augment else {"augment": False},
             )
         )
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start

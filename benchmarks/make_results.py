@@ -82,7 +82,8 @@ def budget_label(budget: dict) -> str:
         text += f" of {budget['steps_per_epoch']} updates"
     text += f", batch {budget['batch_size']}, lr {budget['learning_rate']:g}"
     text += "" if budget.get("jit_compile", True) else ", no XLA"
-    return text + (", thresholds from data" if budget.get("threshold_init") == "data" else "")
+    text += ", thresholds from data" if budget.get("threshold_init") == "data" else ""
+    return text + ("" if budget.get("augment", True) else ", no augmentation")
 
 
 def _mean(row: dict) -> str:
