@@ -138,6 +138,7 @@ def _preset_configs() -> dict[str, Config]:
             learning_rate=preset.learning_rate,
             jit_compile=preset.jit_compile,
             threshold_init=preset.threshold_init,
+            augment=preset.augment,
         )
         configs[baseline] = Config(family, baseline, dict(preset.model_kwargs), budget)
         # the hyper-function options written out, so a change of the layers' defaults is a

@@ -159,6 +159,9 @@ ERROR_CASES = [
     (["train", "ReActNet18", "--dataset", "fashion_mnist", "--epochs", "1", "--step", "1",
       "--schedule", "one-step", "--out", "runs/other"], 2,
      "Expected step to be 'both' (the default) with schedule='one-step'", False),
+    (["train", "ReActNet18", "--dataset", "imagenet2012", "--no-augment", "--epochs", "1",
+      "--out", "r"], 2, "larq-dysign train: error: --no-augment is only for the small datasets.",
+     False),
 ]  # fmt: skip
 
 

@@ -597,9 +597,28 @@ def test_the_reactnet_a_preset_sets_its_thresholds_from_data_but_not_over_init()
         preset.learning_rate,
         preset.jit_compile,
         "data",
+        {"augment": False},
     )
     # with init (trained thresholds) the preset's data init gives way
-    assert recipe.with_preset("small-input", "ReActNetA", **given, init="imagenet")[-1] is None
-    assert recipe.with_preset("small-input", "ReActNet18", **given)[-1] == "zeros"
+    assert recipe.with_preset("small-input", "ReActNetA", **given, init="imagenet")[5] is None
+    assert recipe.with_preset("small-input", "ReActNet18", **given)[5] == "zeros"
     given["threshold_init"] = "zeros"  # the user's choice wins
-    assert recipe.with_preset("small-input", "ReActNetA", **given)[-1] == "zeros"
+    assert recipe.with_preset("small-input", "ReActNetA", **given)[5] == "zeros"
+
+
+def test_the_reactnet_a_preset_turns_augmentation_off_on_small_datasets_only():
+    given = dict.fromkeys(
+        ("model_kwargs", "epochs", "batch_size", "learning_rate", "jit_compile", "threshold_init")
+    )
+    assert zoo.get_preset("small-input", "ReActNetA").augment is False
+    assert recipe.with_preset("small-input", "ReActNetA", **given)[6] == {"augment": False}
+    kept = {"train_examples": 512}
+    assert recipe.with_preset(
+        "small-input", "ReActNetA", **given, dataset="cifar10", data_kwargs=kept
+    )[6] == {"train_examples": 512, "augment": False}
+    assert kept == {"train_examples": 512}  # the caller's dict is not changed
+    # ImageNet's pipeline has its own crops; the user's choice wins; ResNet-18 keeps them
+    assert recipe.with_preset("small-input", "ReActNetA", **given, dataset="imagenet2012")[6] == {}
+    on = {"augment": True}
+    assert recipe.with_preset("small-input", "ReActNetA", **given, data_kwargs=on)[6] == on
+    assert recipe.with_preset("small-input", "ReActNet18", **given)[6] == {}

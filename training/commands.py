@@ -46,10 +46,11 @@ def _data_kwargs(args, dataset: str, *, train: bool) -> dict:
             kwargs[key] = value
     if train and args.train_examples:
         kwargs["train_examples"] = args.train_examples
-    if train and args.no_augment:
+    if train and args.augment is not None:
         if dataset == "imagenet2012":
-            raise CommandError("--no-augment is only for the small datasets.", status=2)
-        kwargs["augment"] = False
+            flag = "--augment" if args.augment else "--no-augment"
+            raise CommandError(f"{flag} is only for the small datasets.", status=2)
+        kwargs["augment"] = args.augment
     if args.eval_examples:
         kwargs["eval_examples"] = args.eval_examples
     return kwargs
@@ -275,7 +276,10 @@ def add_commands(subparsers) -> None:
         "--train-examples", type=positive_int, help="use only the first N train examples"
     )
     train.add_argument(
-        "--no-augment", action="store_true", help="no pad-crop-flip (cifar10, fashion_mnist)"
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        help="pad-crop-flip the train images (cifar10, fashion_mnist; default: the preset's, "
+        "else on)",
     )
     train.add_argument(
         "--validation-steps", type=positive_int, help="default: the whole eval split"

@@ -589,17 +589,24 @@ def with_preset(
     jit_compile: bool | None,
     threshold_init: str | None,
     init=None,
-) -> tuple[dict, int, int, float, bool, str | None]:
+    dataset: str = "fashion_mnist",
+    data_kwargs: dict | None = None,
+) -> tuple[dict, int, int, float, bool, str | None, dict]:
     """`train`'s arguments completed from the zoo preset `preset` for `model`: the user's
-    model arguments over the preset's, the preset's budget where a value is None, and its
-    `threshold_init` only for a run from scratch (without `init`).
+    model arguments over the preset's, the preset's budget where a value is None, its
+    `threshold_init` only for a run from scratch (without `init`), and its `augment` for the
+    small datasets where `data_kwargs` does not say.
 
     Returns:
-        `(model_kwargs, epochs, batch_size, learning_rate, jit_compile, threshold_init)`.
+        `(model_kwargs, epochs, batch_size, learning_rate, jit_compile, threshold_init,
+        data_kwargs)`.
     """
     chosen = zoo_presets.get_preset(preset, resolve_model(model)[0])
     if threshold_init is None and init is None:  # a preset's is for training from scratch
         threshold_init = chosen.threshold_init
+    data_kwargs = dict(data_kwargs or {})
+    if not chosen.augment and dataset != "imagenet2012":  # ImageNet's crops are the recipe's
+        data_kwargs.setdefault("augment", False)
     return (
         {**chosen.model_kwargs, **(model_kwargs or {})},
         chosen.epochs if epochs is None else epochs,
@@ -607,6 +614,7 @@ def with_preset(
         chosen.learning_rate if learning_rate is None else learning_rate,
         chosen.jit_compile if jit_compile is None else jit_compile,
         threshold_init,
+        data_kwargs,
     )
 
 
@@ -689,8 +697,9 @@ def train(
         batch_size: per-replica batch size; the global batch is this times the replicas
             (default: the preset's).
         preset: a zoo preset (`zoo.PRESETS`, e.g. "small-input"): its model arguments under
-            `model_kwargs`, and its epochs, batch size, learning rate and XLA setting where
-            those are not given.
+            `model_kwargs`, and its epochs, batch size, learning rate, XLA setting, threshold
+            initialization and augmentation (`data_kwargs["augment"]`) where those are not
+            given.
         step: 1, 2 or "both".
         schedule: "two-step" (the recipe above), or "one-step": step 2 only, binary weights
             from random initialization (or from `init`), for short budgets; `step` must then
@@ -745,7 +754,15 @@ def train(
             )
         steps = [2]
     if preset is not None:
-        model_kwargs, epochs, batch_size, learning_rate, jit_compile, threshold_init = with_preset(
+        (
+            model_kwargs,
+            epochs,
+            batch_size,
+            learning_rate,
+            jit_compile,
+            threshold_init,
+            data_kwargs,
+        ) = with_preset(
             preset,
             model,
             model_kwargs=model_kwargs,
@@ -755,6 +772,8 @@ def train(
             jit_compile=jit_compile,
             threshold_init=threshold_init,
             init=init,
+            dataset=dataset,
+            data_kwargs=data_kwargs,
         )
     learning_rate = DEFAULT_LEARNING_RATE if learning_rate is None else learning_rate
     threshold_init = "zeros" if threshold_init is None else threshold_init
