@@ -717,17 +717,31 @@ def plot_study(rows: dict, path: str) -> bool:
     return True
 
 
-def collect(configs: dict[str, Config], runs_dir: str) -> list[dict]:
-    """Every finished run of the current configs in `runs_dir` (any seed), one entry per
-    config and seed (a run shared by two configs appears under both names)."""
-    by_digest: dict[str, list[dict]] = {}
+def recorded_runs(out: str) -> list[dict]:
+    """The runs `out/accuracy.json` records: the committed record, which outlives the runs
+    directory (a fresh clone, a machine that did not keep out/)."""
+    path = os.path.join(out, "accuracy.json")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return json.load(f).get("runs", [])
+
+
+def collect(configs: dict[str, Config], runs_dir: str, recorded: list[dict] = ()) -> list[dict]:
+    """Every finished run of the current configs, one entry per config and seed (a run shared
+    by two configs appears under both names): the `recorded` runs (`recorded_runs`), and the
+    runs in `runs_dir`, which replace a recorded run of the same model, digest and seed."""
+    runs = {(r["model"], r.get("digest"), r["seed"]): r for r in recorded}
     if os.path.isdir(runs_dir):
         for entry in sorted(os.listdir(runs_dir)):
             path = os.path.join(runs_dir, entry, "result.json")
             if os.path.exists(path):
                 with open(path) as f:
                     result = json.load(f)
-                by_digest.setdefault(result.get("digest"), []).append(result)
+                runs[(result["model"], result.get("digest"), result["seed"])] = result
+    by_digest: dict[str, list[dict]] = {}
+    for key in sorted(runs, key=lambda key: (key[0], str(key[1]), key[2])):
+        by_digest.setdefault(key[1], []).append(runs[key])
     results = []
     for name, config in configs.items():
         for result in by_digest.get(config.digest(), []):
@@ -739,7 +753,7 @@ def collect(configs: dict[str, Config], runs_dir: str) -> list[dict]:
 def write_outputs(configs: dict[str, Config], runs_dir: str, out: str, meta: dict) -> dict:
     from larq_dysign.files import write_atomically  # after _preset_configs' larq_dysign
 
-    results = collect(configs, runs_dir)
+    results = collect(configs, runs_dir, recorded_runs(out))
     rows = summarize(results, configs)
     os.makedirs(out, exist_ok=True)
     for result in results:

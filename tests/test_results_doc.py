@@ -1,6 +1,7 @@
 """docs/results.md and the README's generated blocks are what the benchmarks' JSON says."""
 
 import importlib.util
+import json
 import math
 import os
 import sys
@@ -229,3 +230,31 @@ def test_the_cct_ablation_turns_one_dynamic_layer_back_and_is_tabled_against_bot
     ]
     assert "| (reference) | -5.00 +- 1.63 * |" in table[3]  # 2 sqrt(2 * 0.01^2 / 3)
     assert "| +4.00 +- 1.63 * | -1.00 +- 1.63 |" in table[4]
+
+
+def test_the_committed_record_survives_a_runs_directory_that_was_not_kept(tmp_path):
+    """A fresh clone has no out/accuracy_runs: summarizing there once dropped every earlier
+    run from accuracy.json. The record's runs stay; a run in the runs directory replaces the
+    recorded run of the same model, digest and seed, and adds the ones the record lacks."""
+    configs = accuracy_benchmark.all_configs()
+    config = configs["ReActNet18"]
+    recorded = [
+        {**_run("ReActNet18", seed, 0.90), "model": config.model, "digest": config.digest()}
+        for seed in (0, 1)
+    ]
+    recorded.append({**recorded[0], "digest": "00000000"})  # a config no longer defined
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "accuracy.json").write_text(json.dumps({"meta": {}, "rows": {}, "runs": recorded}))
+    for seed, accuracy in ((1, 0.91), (2, 0.92)):
+        run = tmp_path / "runs" / accuracy_benchmark.run_id(config, seed)
+        run.mkdir(parents=True)
+        result = {**recorded[0], "seed": seed, "test_accuracy": accuracy}
+        (run / "result.json").write_text(json.dumps(result))
+    results = accuracy_benchmark.collect(
+        configs, str(tmp_path / "runs"), accuracy_benchmark.recorded_runs(str(out))
+    )
+    mine = sorted((r["seed"], r["test_accuracy"]) for r in results if r["config"] == "ReActNet18")
+    assert mine == [(0, 0.90), (1, 0.91), (2, 0.92)]
+    assert all(r["digest"] == config.digest() for r in results)
+    assert accuracy_benchmark.recorded_runs(str(tmp_path / "nothing")) == []
