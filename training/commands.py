@@ -47,7 +47,7 @@ def _data_kwargs(args, dataset: str, *, train: bool) -> dict:
     if train and args.train_examples:
         kwargs["train_examples"] = args.train_examples
     if train and args.augment is not None:
-        if dataset == "imagenet2012":
+        if not data.takes_augment(dataset):
             flag = "--augment" if args.augment else "--no-augment"
             raise CommandError(f"{flag} is only for the small datasets.", status=2)
         kwargs["augment"] = args.augment

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import inspect
 import os
 from collections.abc import Callable
 from typing import NamedTuple
@@ -476,6 +477,13 @@ def load(name: str, *, batch_size: int, **kwargs) -> Pipelines:
     """
     dataset_info(name)
     return _LOADERS[name](batch_size=batch_size, **kwargs)
+
+
+def takes_augment(name: str) -> bool:
+    """Whether dataset `name`'s loader has the `augment` switch (the small datasets; ImageNet's
+    crops are part of its pipeline)."""
+    dataset_info(name)
+    return "augment" in inspect.signature(_LOADERS[name]).parameters
 
 
 # ---------------------------------------------------------------------------- IDX files

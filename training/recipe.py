@@ -605,7 +605,7 @@ def with_preset(
     if threshold_init is None and init is None:  # a preset's is for training from scratch
         threshold_init = chosen.threshold_init
     data_kwargs = dict(data_kwargs or {})
-    if not chosen.augment and dataset != "imagenet2012":  # ImageNet's crops are the recipe's
+    if not chosen.augment and data_module.takes_augment(dataset):
         data_kwargs.setdefault("augment", False)
     return (
         {**chosen.model_kwargs, **(model_kwargs or {})},
