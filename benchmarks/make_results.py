@@ -578,7 +578,7 @@ def document(accuracy, export, throughput, thresholds, demo=None, sizes=None) ->
             "Each run: ReActNet's two-step recipe (`larq_dysign.training.train`: step 1 real "
             "weights, step 2 binary weights initialized from step 1), Adam with the preset's "
             "learning rate decaying linearly to 0 in each step, batches drawn from all 60,000 "
-            "training images with pad-crop-flip (as they are where the budget says no "
+            "training images with pad-crop-flip (plain where the budget says no "
             "augmentation), accuracy on all 10,000 test images. Dy model "
             "and baseline get the same network and updates; mean +- sample standard deviation "
             "over seeds. The difference of means is shown with two standard errors, "
