@@ -6,7 +6,8 @@ to 0 in each step) on batches drawn from all 60,000 training images (pad-crop-fl
 reads the accuracy on all 10,000 test images. A config is a model, its constructor
 arguments and a `Budget` (epochs per recipe step, batch, learning rate, XLA). Experiments:
 
-- `search`: the exploration that chose the small-input presets (static baselines, seed 0);
+- `search`: the exploration that chose the small-input presets (static baselines, seed 0;
+  a Dy model beside a candidate, `_search_dy_configs`);
 - `resnet`, `mobilenet`, `cct`: the evidence, Dy model vs its baseline at the family's
   `small-input` preset (`larq_dysign.zoo.PRESETS`), same network and budget, 5 seeds;
 - `study`: the hyper-function study on DyResNet18 (output bound, learning-rate multiplier,
@@ -432,8 +433,30 @@ EARLIER = {
 }
 
 
+def _search_dy_configs() -> dict[str, Config]:
+    """Dy models beside a search config that may become a preset, with the hyper function
+    written out as the evidence's: if the preset moves there, the run is the evidence's
+    first seed (same digest), and either way it shows whether the gap holds at that budget."""
+    options = default_options()
+    hyper = {"dysign_options": options, "dyprelu_options": options}
+    configs = {}
+    for name, model in (("CCT-7/3x2 w0.5 2 epochs b64 no augmentation", "DyBinaryCCT"),):
+        base = SEARCH[name]
+        configs[f"{name}, {model}"] = dataclasses.replace(
+            base, model=model, kwargs={**base.kwargs, **hyper}, baseline=name, note=model
+        )
+    return configs
+
+
 def all_configs() -> dict[str, Config]:
-    return {**SEARCH, **_preset_configs(), **EARLIER, **STUDY, **_ablation_configs()}
+    return {
+        **SEARCH,
+        **_search_dy_configs(),
+        **_preset_configs(),
+        **EARLIER,
+        **STUDY,
+        **_ablation_configs(),
+    }
 
 
 def run_id(config: Config, seed: int) -> str:

@@ -49,6 +49,8 @@ ZOO = {
 }
 PAIRS = [("ReActNet18", "DyResNet18"), ("ReActNetA", "DyMobileNet"), ("BinaryCCT", "DyBinaryCCT")]
 FAMILIES = {"ReActNet18": "resnet", "ReActNetA": "mobilenet", "BinaryCCT": "cct"}
+#: Both models of each pair -> family (the search lists a Dy model run beside a candidate).
+FAMILY_OF = {model: FAMILIES[baseline] for baseline, dy in PAIRS for model in (baseline, dy)}
 #: Evidence with the original hyper function and at an earlier budget, after the presets'.
 EARLIER_PAIRS = [
     ("ReActNet18", "DyResNet18 (hidden 8)"),
@@ -150,10 +152,10 @@ def search_rows(accuracy: dict) -> list[str]:
             seen.add(key)
             unique.append(row)
     rows = unique
-    for row in sorted(rows, key=lambda r: (FAMILIES.get(r["model"], ""), r["cpu_minutes"])):
+    for row in sorted(rows, key=lambda r: (FAMILY_OF.get(r["model"], ""), r["cpu_minutes"])):
         step1 = [a for a in row["step1_test_accuracies"] if a is not None]
         lines.append(
-            f"| {FAMILIES.get(row['model'], '')} | {row['model']} | {_config(row['kwargs'])} | "
+            f"| {FAMILY_OF.get(row['model'], '')} | {row['model']} | {_config(row['kwargs'])} | "
             f"{budget_label(row['budget'])} | {_pct(row['mean'])} | "
             f"{_pct(sum(step1) / len(step1)) if step1 else '-'} | {row['minutes']:.0f} "
             f"({row['cpu_minutes']:.0f}) |"
