@@ -55,6 +55,7 @@ FAMILY_OF = {model: FAMILIES[baseline] for baseline, dy in PAIRS for model in (b
 EARLIER_PAIRS = [
     ("ReActNet18", "DyResNet18 (hidden 8)"),
     ("ReActNet18 (2 x 2 epochs)", "DyResNet18 (2 x 2 epochs, hidden 8)"),
+    ("BinaryCCT (2 x 3 epochs, pad-crop-flip)", "DyBinaryCCT (2 x 3 epochs, pad-crop-flip)"),
 ]
 STUDY_BASELINE, STUDY_REFERENCE = "study ReActNet18", "study DyResNet18"
 
