@@ -418,8 +418,8 @@ CURVE_EVERY = 20
 
 #: Evidence at earlier preset budgets, kept: it shows the effect at a second budget. ResNet-18
 #: at 2 epochs per step (its baseline stayed below the 90% bar, so the preset moved to 3); CCT
-#: at 3 epochs with pad-crop-flip (the preset moved to 2 epochs without it, as cheap and as
-#: accurate).
+#: at 3 epochs with pad-crop-flip (the preset moved to 2 epochs without it: as accurate in
+#: half the time).
 HIDDEN_2_LEAKY = {**ORIGINAL_OPTIONS, **STUDY_VARIANTS["hidden 2 leaky"][0]}
 SMALL_CCT = {"variant": "7/3x2", "width_multiplier": 0.5}
 EARLIER = {
