@@ -144,11 +144,11 @@ def _preset_configs() -> dict[str, Config]:
         configs[baseline] = Config(family, baseline, dict(preset.model_kwargs), budget)
         # the hyper-function options written out, so a change of the layers' defaults is a
         # new config (new runs), never old runs read under a new meaning
-        hyper = {"dysign_options": default_options(), "dyprelu_options": default_options()}
+        hyper = both_layers(default_options())
         configs[dy] = Config(
             family, dy, {**preset.model_kwargs, **hyper}, budget, baseline=baseline
         )
-    original = {"dysign_options": ORIGINAL_OPTIONS, "dyprelu_options": ORIGINAL_OPTIONS}
+    original = both_layers(ORIGINAL_OPTIONS)
     configs["DyResNet18 (hidden 8)"] = dataclasses.replace(
         configs["DyResNet18"],
         kwargs={**PRESETS["small-input"]["resnet"].model_kwargs, **original},
@@ -173,8 +173,14 @@ def default_options() -> dict:
     return options
 
 
+def both_layers(options: dict) -> dict:
+    """Model arguments giving DySign and DyPReLU the same hyper-function options."""
+    return {"dysign_options": options, "dyprelu_options": options}
+
+
 SMALL_RESNET = {"stem": "small", "width_multiplier": 0.25}
 SMALL_MOBILENET = {"stem": "small", "width_multiplier": 0.25}
+SMALL_CCT = {"variant": "7/3x2", "width_multiplier": 0.5}
 
 #: The exploration behind the presets: static baselines, seed 0, cheapest first.
 SEARCH = {
@@ -293,21 +299,21 @@ SEARCH = {
     "CCT-7/3x2 w0.5 2 epochs b64": Config(
         "search",
         "BinaryCCT",
-        {"variant": "7/3x2", "width_multiplier": 0.5},
+        SMALL_CCT,
         Budget(2, batch_size=64),
         note="7 layers, dim 128, 49 tokens",
     ),
     "CCT-7/3x2 w0.5 3 epochs b64": Config(
         "search",
         "BinaryCCT",
-        {"variant": "7/3x2", "width_multiplier": 0.5},
+        SMALL_CCT,
         Budget(3, batch_size=64),
         note="7 layers, dim 128, 49 tokens; the ResNet-18 preset's budget",
     ),
     "CCT-7/3x2 w0.5 2 epochs b64 no augmentation": Config(
         "search",
         "BinaryCCT",
-        {"variant": "7/3x2", "width_multiplier": 0.5},
+        SMALL_CCT,
         Budget(2, batch_size=64, augment=False),
         note="without pad-crop-flip, as ReActNet-A's preset: a third cheaper than 3 epochs",
     ),
@@ -352,7 +358,7 @@ def _study_configs() -> dict[str, Config]:
         return Config(
             "study",
             "DyResNet18",
-            {**STUDY_NETWORK, "dysign_options": options, "dyprelu_options": options},
+            {**STUDY_NETWORK, **both_layers(options)},
             STUDY_BUDGET,
             baseline="study ReActNet18",
             reference="study DyResNet18" if options != ORIGINAL_OPTIONS else None,
@@ -384,7 +390,7 @@ def _ablation_configs() -> dict[str, Config]:
     dy = Config(
         "ablation",
         "DyBinaryCCT",
-        {**network, "dysign_options": options, "dyprelu_options": options},
+        {**network, **both_layers(options)},
         STUDY_BUDGET,
         baseline="ablation BinaryCCT",
         note="DySign and DyPReLU (the zoo's DyBinaryCCT)",
@@ -421,7 +427,6 @@ CURVE_EVERY = 20
 #: at 3 epochs with pad-crop-flip (the preset moved to 2 epochs without it: as accurate in
 #: half the time).
 HIDDEN_2_LEAKY = {**ORIGINAL_OPTIONS, **STUDY_VARIANTS["hidden 2 leaky"][0]}
-SMALL_CCT = {"variant": "7/3x2", "width_multiplier": 0.5}
 EARLIER = {
     "ReActNet18 (2 x 2 epochs)": Config(
         "resnet", "ReActNet18", SMALL_RESNET, Budget(2, batch_size=64)
@@ -429,7 +434,7 @@ EARLIER = {
     "DyResNet18 (2 x 2 epochs, hidden 8)": Config(
         "resnet",
         "DyResNet18",
-        {**SMALL_RESNET, "dysign_options": ORIGINAL_OPTIONS, "dyprelu_options": ORIGINAL_OPTIONS},
+        {**SMALL_RESNET, **both_layers(ORIGINAL_OPTIONS)},
         Budget(2, batch_size=64),
         baseline="ReActNet18 (2 x 2 epochs)",
         note="the original hyper function (hidden 8 at this width)",
@@ -440,7 +445,7 @@ EARLIER = {
     "DyBinaryCCT (2 x 3 epochs, pad-crop-flip)": Config(
         "cct",
         "DyBinaryCCT",
-        {**SMALL_CCT, "dysign_options": HIDDEN_2_LEAKY, "dyprelu_options": HIDDEN_2_LEAKY},
+        {**SMALL_CCT, **both_layers(HIDDEN_2_LEAKY)},
         Budget(3, batch_size=64),
         baseline="BinaryCCT (2 x 3 epochs, pad-crop-flip)",
         note="the cct preset before it dropped pad-crop-flip",
@@ -452,8 +457,7 @@ def _search_dy_configs() -> dict[str, Config]:
     """Dy models beside a search config that may become a preset, with the hyper function
     written out as the evidence's: if the preset moves there, the run is the evidence's
     first seed (same digest), and either way it shows whether the gap holds at that budget."""
-    options = default_options()
-    hyper = {"dysign_options": options, "dyprelu_options": options}
+    hyper = both_layers(default_options())
     configs = {}
     for name, model in (("CCT-7/3x2 w0.5 2 epochs b64 no augmentation", "DyBinaryCCT"),):
         base = SEARCH[name]
