@@ -16,13 +16,15 @@ arguments and a `Budget` (epochs per recipe step, batch, learning rate, XLA). Ex
   cct preset's network and the study's budget.
 
 Runs go to `--runs-dir`, one directory each, named by the model, a hash of the model, its
-arguments and budget, and the seed; a finished run (its `result.json`) is not repeated,
-configs that train the same thing share their runs, and changing a config's arguments or
-budget starts new runs instead of reusing stale ones. So
-the command can be re-run after an interruption, or with more seeds. `--jobs` runs train in
-parallel, each in its own process with `--threads` TensorFlow threads. `--commit` rewrites
-the results and docs/results.md after every finished run and commits them (git), so that a
-run of hours leaves its evidence on the branch as seeds complete.
+arguments and budget, and the seed; a finished run (its `result.json`, or its entry in the
+committed `accuracy.json`) is not repeated, configs that train the same thing share their
+runs, and changing a config's arguments or budget starts new runs instead of reusing stale
+ones. So the command can be re-run after an interruption, on a fresh clone, or with more
+seeds; the evidence at earlier budgets (`EARLIER`) runs only when named with `--configs`.
+`--jobs` runs train in parallel, each in its own process with `--threads` TensorFlow
+threads. `--commit` rewrites the results and docs/results.md after every finished run and
+commits them (git), so that a run of hours leaves its evidence on the branch as seeds
+complete.
 
 Run:
     .venv/bin/python benchmarks/accuracy_benchmark.py --experiments search
@@ -894,25 +896,31 @@ def main(argv=None) -> int:
 
     queue = []
     for experiment in args.experiments:
-        names = [
+        names = [  # the earlier budgets' configs are a record: they run only when named
             n
             for n, c in configs.items()
-            if c.experiment == experiment and (not args.configs or n in args.configs)
+            if c.experiment == experiment
+            and (n in args.configs if args.configs else n not in EARLIER)
         ]
         seeds = args.seeds or DEFAULT_SEEDS.get(experiment, EVIDENCE_SEEDS)
         # seed-major order: every config gets its first seed before any gets its second
         queue += [(n, s) for s in seeds for n in names]
+    # configs that train the same thing run once, and a run the record holds is not repeated
+    # (a fresh clone has no runs directory, only the committed record)
+    recorded = {(r["model"], r.get("digest"), r["seed"]) for r in recorded_runs(args.out)}
     unique = {}
-    for name, seed in queue:  # configs that train the same thing run once
-        unique.setdefault(run_id(configs[name], seed), (name, seed))
+    for name, seed in queue:
+        config = configs[name]
+        finished = os.path.join(args.runs_dir, run_id(config, seed), "result.json")
+        if (config.model, config.digest(), seed) not in recorded and not os.path.exists(finished):
+            unique.setdefault(run_id(config, seed), (name, seed))
     queue = list(unique.values())
+    print(f"{len(queue)} runs to do: {', '.join(f'{n} seed {s}' for n, s in queue)}", flush=True)
     os.makedirs(args.runs_dir, exist_ok=True)
 
     def launch(item):
         name, seed = item
         directory = os.path.join(args.runs_dir, run_id(configs[name], seed))
-        if os.path.exists(os.path.join(directory, "result.json")):
-            return
         os.makedirs(directory, exist_ok=True)
         command = [
             sys.executable,
