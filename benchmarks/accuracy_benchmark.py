@@ -850,6 +850,39 @@ def commit_results(out: str, message: str) -> None:
 # ---------------------------------------------------------------------------- main
 
 
+def pending_runs(
+    configs: dict[str, Config],
+    experiments: list[str],
+    *,
+    names: list[str] | None = None,
+    seeds: list[int] | None = None,
+    runs_dir: str,
+    recorded: list[dict] = (),
+) -> list[tuple[str, int]]:
+    """The `(config, seed)` runs to train, seed-major (every config gets its first seed before
+    any gets its second): the experiments' configs (`names` only, if given; the earlier
+    budgets' only when named), minus runs finished in `runs_dir` or held by the `recorded`
+    runs (a fresh clone has no runs directory, only the committed record); configs that train
+    the same thing run once."""
+    done = {(r["model"], r.get("digest"), r["seed"]) for r in recorded}
+    queue = {}
+    for experiment in experiments:
+        chosen = [
+            name
+            for name, config in configs.items()
+            if config.experiment == experiment
+            and (name in names if names else name not in EARLIER)
+        ]
+        for seed in seeds or DEFAULT_SEEDS.get(experiment, EVIDENCE_SEEDS):
+            for name in chosen:
+                config = configs[name]
+                finished = os.path.join(runs_dir, run_id(config, seed), "result.json")
+                key = (config.model, config.digest(), seed)
+                if key not in done and not os.path.exists(finished):
+                    queue.setdefault(run_id(config, seed), (name, seed))
+    return list(queue.values())
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--experiments", nargs="+", choices=EXPERIMENTS, default=["search"])
@@ -894,27 +927,14 @@ def main(argv=None) -> int:
         print(markdown(write_outputs(configs, args.runs_dir, args.out, meta), meta))
         return 0
 
-    queue = []
-    for experiment in args.experiments:
-        names = [  # the earlier budgets' configs are a record: they run only when named
-            n
-            for n, c in configs.items()
-            if c.experiment == experiment
-            and (n in args.configs if args.configs else n not in EARLIER)
-        ]
-        seeds = args.seeds or DEFAULT_SEEDS.get(experiment, EVIDENCE_SEEDS)
-        # seed-major order: every config gets its first seed before any gets its second
-        queue += [(n, s) for s in seeds for n in names]
-    # configs that train the same thing run once, and a run the record holds is not repeated
-    # (a fresh clone has no runs directory, only the committed record)
-    recorded = {(r["model"], r.get("digest"), r["seed"]) for r in recorded_runs(args.out)}
-    unique = {}
-    for name, seed in queue:
-        config = configs[name]
-        finished = os.path.join(args.runs_dir, run_id(config, seed), "result.json")
-        if (config.model, config.digest(), seed) not in recorded and not os.path.exists(finished):
-            unique.setdefault(run_id(config, seed), (name, seed))
-    queue = list(unique.values())
+    queue = pending_runs(
+        configs,
+        args.experiments,
+        names=args.configs,
+        seeds=args.seeds,
+        runs_dir=args.runs_dir,
+        recorded=recorded_runs(args.out),
+    )
     print(f"{len(queue)} runs to do: {', '.join(f'{n} seed {s}' for n, s in queue)}", flush=True)
     os.makedirs(args.runs_dir, exist_ok=True)
 

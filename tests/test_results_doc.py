@@ -258,3 +258,25 @@ def test_the_committed_record_survives_a_runs_directory_that_was_not_kept(tmp_pa
     assert mine == [(0, 0.90), (1, 0.91), (2, 0.92)]
     assert all(r["digest"] == config.digest() for r in results)
     assert accuracy_benchmark.recorded_runs(str(tmp_path / "nothing")) == []
+
+
+def test_the_queue_skips_recorded_and_finished_runs_and_the_earlier_budgets(tmp_path):
+    """On a fresh clone (no runs directory) the record's runs are not trained again; a
+    finished run in the runs directory is not either; the earlier budgets' configs share the
+    experiment but run only when named."""
+    configs = accuracy_benchmark.all_configs()
+    base, dy = configs["BinaryCCT"], configs["DyBinaryCCT"]
+    recorded = [{"model": base.model, "digest": base.digest(), "seed": 0}]
+    finished = tmp_path / accuracy_benchmark.run_id(dy, 1)
+    finished.mkdir()
+    (finished / "result.json").write_text("{}")
+    queue = accuracy_benchmark.pending_runs(
+        configs, ["cct"], seeds=[0, 1], runs_dir=str(tmp_path), recorded=recorded
+    )
+    assert queue == [("DyBinaryCCT", 0), ("BinaryCCT", 1)]
+    earlier = "BinaryCCT (2 x 3 epochs, pad-crop-flip)"
+    assert configs[earlier].experiment == "cct" and earlier in accuracy_benchmark.EARLIER
+    named = accuracy_benchmark.pending_runs(
+        configs, ["cct"], names=[earlier], seeds=[0], runs_dir=str(tmp_path)
+    )
+    assert named == [(earlier, 0)]
