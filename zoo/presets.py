@@ -74,9 +74,9 @@ PRESETS: dict[str, dict[str, Preset]] = {
             augment=False,
             description="ReActNet-A for 28x28-32x32 inputs: small stem, widths 8-256, the "
             "thresholds started at their inputs' means (its real-valued path drifts from 0), "
-            "no pad-crop-flip (at a few epochs it underfits); ReActNetA 91.0% on "
-            "Fashion-MNIST (1 seed; bar 90%; 3 epochs per step gave 89.9%, 5 epochs 91.3%, "
-            "5 epochs with pad-crop-flip 88.5%).",
+            "no pad-crop-flip (at a few epochs it underfits); ReActNetA 90.6% on "
+            "Fashion-MNIST (2 seeds so far; bar 90%; 3 epochs per step gave 89.9%, 5 epochs "
+            "91.3%, 5 epochs with pad-crop-flip 88.5%).",
         ),
         "cct": Preset(
             model_kwargs={"variant": "7/3x2", "width_multiplier": 0.5},
@@ -86,7 +86,7 @@ PRESETS: dict[str, dict[str, Preset]] = {
             jit_compile=True,
             augment=False,
             description="CCT-7/3x2 for 28x28-32x32 inputs: 49 tokens on 28x28, dim 128, no "
-            "pad-crop-flip; BinaryCCT 85.8% on Fashion-MNIST (1 seed; bar 85%; with "
+            "pad-crop-flip; BinaryCCT 86.3% on Fashion-MNIST (5 seeds; bar 85%; with "
             "pad-crop-flip 2 epochs per step gave 84.2%, 3 epochs 85.5% at twice the time).",
         ),
     },
