@@ -828,8 +828,10 @@ def commit_results(out: str, message: str) -> None:
         os.path.join(out, "accuracy.md"),
         os.path.join(out, "training_curves.png"),
         os.path.join(out, "hyper_study.png"),  # docs/results.md section 3 shows it
-        os.path.join(ROOT, "docs", "results.md"),
-        os.path.join(ROOT, "README.md"),
+        # every document make_results.py rewrites, so a regenerated block never stays behind
+        make_results.DOC,
+        make_results.README,
+        make_results.PI_GUIDE,
     ]
     with _GIT_LOCK:
         subprocess.call([sys.executable, os.path.join(HERE, "make_results.py")], cwd=ROOT)
