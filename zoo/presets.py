@@ -74,8 +74,8 @@ PRESETS: dict[str, dict[str, Preset]] = {
             augment=False,
             description="ReActNet-A for 28x28-32x32 inputs: small stem, widths 8-256, the "
             "thresholds started at their inputs' means (its real-valued path drifts from 0), "
-            "no pad-crop-flip (at a few epochs it underfits); ReActNetA 90.6% on "
-            "Fashion-MNIST (2 seeds so far; bar 90%; 3 epochs per step gave 89.9%, 5 epochs "
+            "no pad-crop-flip (at a few epochs it underfits); ReActNetA 90.5% on "
+            "Fashion-MNIST (4 seeds so far; bar 90%; 3 epochs per step gave 89.9%, 5 epochs "
             "91.3%, 5 epochs with pad-crop-flip 88.5%).",
         ),
         "cct": Preset(
