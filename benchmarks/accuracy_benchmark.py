@@ -897,6 +897,11 @@ def main(argv=None) -> int:
     parser.add_argument("--configs", nargs="+", help="only these configs of the experiments")
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel")
     parser.add_argument("--threads", type=int, default=1, help="TensorFlow threads per run")
+    parser.add_argument(
+        "--max-runs",
+        type=int,
+        help="start at most this many runs of the queue (fit a wave of runs to the time you have)",
+    )
     parser.add_argument("--runs-dir", default=DEFAULT_RUNS)
     parser.add_argument("--out", default=DEFAULT_OUT)
     parser.add_argument("--commit", action="store_true", help="commit results after each run")
@@ -911,6 +916,8 @@ def main(argv=None) -> int:
         )
         return 0
 
+    if args.max_runs is not None and args.max_runs < 1:
+        parser.error(f"--max-runs must be a positive number of runs, got {args.max_runs}")
     configs = all_configs()
     unknown = sorted(set(args.configs or []) - set(configs))
     if unknown:
@@ -937,6 +944,9 @@ def main(argv=None) -> int:
         runs_dir=args.runs_dir,
         recorded=recorded_runs(args.out),
     )
+    if args.max_runs is not None and len(queue) > args.max_runs:
+        print(f"{len(queue)} runs pending; --max-runs {args.max_runs} starts the first ones")
+        queue = queue[: args.max_runs]
     print(f"{len(queue)} runs to do: {', '.join(f'{n} seed {s}' for n, s in queue)}", flush=True)
     os.makedirs(args.runs_dir, exist_ok=True)
 

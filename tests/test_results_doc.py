@@ -280,3 +280,11 @@ def test_the_queue_skips_recorded_and_finished_runs_and_the_earlier_budgets(tmp_
         configs, ["cct"], names=[earlier], seeds=[0], runs_dir=str(tmp_path)
     )
     assert named == [(earlier, 0)]
+
+
+def test_max_runs_must_be_positive(capsys):
+    """`--max-runs 0` is refused before any run starts, naming the argument and the value."""
+    with pytest.raises(SystemExit) as exit_info:
+        accuracy_benchmark.main(["--experiments", "mobilenet", "--max-runs", "0"])
+    assert exit_info.value.code == 2
+    assert "--max-runs must be a positive number of runs, got 0" in capsys.readouterr().err
