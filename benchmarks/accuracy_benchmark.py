@@ -22,9 +22,9 @@ runs, and changing a config's arguments or budget starts new runs instead of reu
 ones. So the command can be re-run after an interruption, on a fresh clone, or with more
 seeds; the evidence at earlier budgets (`EARLIER`) runs only when named with `--configs`.
 `--jobs` runs train in parallel, each in its own process with `--threads` TensorFlow
-threads. `--commit` rewrites the results and docs/results.md after every finished run and
-commits them (git), so that a run of hours leaves its evidence on the branch as seeds
-complete.
+threads; `--max-runs N` starts only the first N of the queue. `--commit` rewrites the
+results and docs/results.md after every finished run and commits them (git), so that a run
+of hours leaves its evidence on the branch as seeds complete.
 
 Run:
     .venv/bin/python benchmarks/accuracy_benchmark.py --experiments search
