@@ -886,6 +886,8 @@ def pending_runs(
 
 
 def main(argv=None) -> int:
+    from larq_dysign.cli import positive_int  # the CLI's argparse type for counts
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--experiments", nargs="+", choices=EXPERIMENTS, default=["search"])
     parser.add_argument(
@@ -899,7 +901,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="TensorFlow threads per run")
     parser.add_argument(
         "--max-runs",
-        type=int,
+        type=positive_int,
         help="start at most this many runs of the queue (fit a wave of runs to the time you have)",
     )
     parser.add_argument("--runs-dir", default=DEFAULT_RUNS)
@@ -916,8 +918,6 @@ def main(argv=None) -> int:
         )
         return 0
 
-    if args.max_runs is not None and args.max_runs < 1:
-        parser.error(f"--max-runs must be a positive number of runs, got {args.max_runs}")
     configs = all_configs()
     unknown = sorted(set(args.configs or []) - set(configs))
     if unknown:

@@ -287,4 +287,4 @@ def test_max_runs_must_be_positive(capsys):
     with pytest.raises(SystemExit) as exit_info:
         accuracy_benchmark.main(["--experiments", "mobilenet", "--max-runs", "0"])
     assert exit_info.value.code == 2
-    assert "--max-runs must be a positive number of runs, got 0" in capsys.readouterr().err
+    assert "argument --max-runs: expected a positive integer, got '0'" in capsys.readouterr().err
