@@ -897,8 +897,10 @@ def main(argv=None) -> int:
         help="default: 0 for search, 0-2 for the study and the ablation, 0-4 for the evidence",
     )
     parser.add_argument("--configs", nargs="+", help="only these configs of the experiments")
-    parser.add_argument("--jobs", type=int, default=2, help="runs in parallel")
-    parser.add_argument("--threads", type=int, default=1, help="TensorFlow threads per run")
+    parser.add_argument("--jobs", type=positive_int, default=2, help="runs in parallel")
+    parser.add_argument(
+        "--threads", type=positive_int, default=1, help="TensorFlow threads per run"
+    )
     parser.add_argument(
         "--max-runs",
         type=positive_int,
@@ -947,7 +949,8 @@ def main(argv=None) -> int:
     if args.max_runs is not None and len(queue) > args.max_runs:
         print(f"{len(queue)} runs pending; --max-runs {args.max_runs} starts the first ones")
         queue = queue[: args.max_runs]
-    print(f"{len(queue)} runs to do: {', '.join(f'{n} seed {s}' for n, s in queue)}", flush=True)
+    runs = "run" if len(queue) == 1 else "runs"
+    print(f"{len(queue)} {runs} to do: {', '.join(f'{n} seed {s}' for n, s in queue)}", flush=True)
     os.makedirs(args.runs_dir, exist_ok=True)
 
     def launch(item):

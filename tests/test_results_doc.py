@@ -282,9 +282,11 @@ def test_the_queue_skips_recorded_and_finished_runs_and_the_earlier_budgets(tmp_
     assert named == [(earlier, 0)]
 
 
-def test_max_runs_must_be_positive(capsys):
-    """`--max-runs 0` is refused before any run starts, naming the argument and the value."""
+@pytest.mark.parametrize("argument", ["--max-runs", "--jobs", "--threads"])
+def test_counts_must_be_positive(argument, capsys):
+    """`--max-runs 0`, `--jobs 0` or `--threads 0` is refused before any run starts, naming the
+    argument and the value (a pool of 0 workers used to raise from ThreadPoolExecutor)."""
     with pytest.raises(SystemExit) as exit_info:
-        accuracy_benchmark.main(["--experiments", "mobilenet", "--max-runs", "0"])
+        accuracy_benchmark.main(["--experiments", "mobilenet", argument, "0"])
     assert exit_info.value.code == 2
-    assert "argument --max-runs: expected a positive integer, got '0'" in capsys.readouterr().err
+    assert f"argument {argument}: expected a positive integer, got '0'" in capsys.readouterr().err
