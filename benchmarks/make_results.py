@@ -699,9 +699,9 @@ def document(accuracy, export, throughput, thresholds, demo=None, sizes=None) ->
         out += [
             "## 6. How the thresholds move",
             "",
-            f"Command: `{meta['command'].strip()}` ({meta['date']}): {meta['run']} seed "
-            f"{meta['seed']} from section 2 (test accuracy {_pct(meta['test_accuracy'])}%), "
-            f"on the first {meta['images']} test images; the first DySign of each stage.",
+            f"Command: `{meta['command'].strip()}` ({meta['date']}): {meta['run']}, "
+            f"{meta['source']} (test accuracy {_pct(meta['test_accuracy'])}% on the 10,000 test "
+            f"images), on the first {meta['images']} test images; the first DySign of each stage.",
             "",
             *threshold_rows(thresholds),
             "",

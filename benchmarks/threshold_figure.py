@@ -1,7 +1,9 @@
 """How a trained DyResNet18's thresholds vary across inputs: the dynamic behaviour DySign is for.
 
-Loads the DyResNet18 trained by the accuracy benchmark (seed 0 by default), runs it on the
-first `--images` Fashion-MNIST test images, and for the first DySign layer of each stage
+Loads a trained DyResNet18 (by default the one `make demo` trains, in out/demo/training; or
+any saved model of `larq-dysign train` or accuracy-benchmark run), measures its accuracy on
+the 10,000 Fashion-MNIST test images, runs it on the first `--images` of them, and for the
+first DySign layer of each stage
 records every image's per-channel threshold `tau(x) = b + W2 relu(W1 mean(x) + b1) + b2`.
 Figures per layer:
 
@@ -12,8 +14,8 @@ Figures per layer:
   that best matches on average;
 - the mean threshold per class for a few channels (do thresholds depend on the content?).
 
-Run (after `accuracy_benchmark.py`):
-    .venv/bin/python benchmarks/threshold_figure.py [--run out/accuracy_runs/DyResNet18_seed0]
+Run (after `make demo`, or with --run after `accuracy_benchmark.py` or `larq-dysign train`):
+    .venv/bin/python benchmarks/threshold_figure.py [--run out/demo/training]
 
 Writes `thresholds.json` and `thresholds.png` to benchmarks/results/ (--out).
 """
@@ -35,7 +37,8 @@ from larq_dysign import DySign, zoo
 from larq_dysign.training import data
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_RUN = os.path.join(os.path.dirname(HERE), "out", "accuracy_runs", "DyResNet18_seed0")
+ROOT = os.path.dirname(HERE)
+DEFAULT_RUN = os.path.join(ROOT, "out", "demo", "training")  # what `make demo` trains
 DEFAULT_OUT = os.path.join(HERE, "results")
 CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -110,7 +113,7 @@ def main(argv=None) -> int:
         "--run",
         default=DEFAULT_RUN,
         help="a trained DyResNet18: a saved model of `larq-dysign train` (.keras, .json or run "
-        "directory, e.g. an accuracy-benchmark run)",
+        "directory, e.g. an accuracy-benchmark run); default: the model of `make demo`",
     )
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--out", default=DEFAULT_OUT)
@@ -122,27 +125,32 @@ def main(argv=None) -> int:
             f"Expected --run to be a trained model (run benchmarks/accuracy_benchmark.py or "
             f"larq-dysign train first): {error}"
         ) from error
+    source = f"the model saved in {os.path.relpath(os.path.abspath(args.run), ROOT)}"
+    if os.path.abspath(args.run) == DEFAULT_RUN:
+        source = "the model `make demo` trains, in out/demo/training"
     result_path = os.path.join(args.run, "result.json")  # an accuracy-benchmark run's
-    run = {"config": description["model"], "seed": None, "test_accuracy": None}
     if os.path.isfile(result_path):
         with open(result_path) as f:
-            run = json.load(f)
-    x, y = data.load_fashion_mnist_arrays("test")
-    x = data.normalize(x[: args.images]).numpy()
-    y = y[: args.images]
+            source = f"seed {json.load(f)['seed']} of the accuracy benchmark"
+    x_all, y_all = data.load_fashion_mnist_arrays("test")
+    x_all = data.normalize(x_all).numpy()
+    predicted = model.predict(x_all, batch_size=250, verbose=0).argmax(axis=1)
+    test_accuracy = float((predicted == y_all).mean())
+    x, y = x_all[: args.images], y_all[: args.images]
     rows = analyse(model, x, y)
     meta = {
         "command": "python benchmarks/threshold_figure.py " + " ".join(argv or sys.argv[1:]),
         "date": datetime.date.today().isoformat(),
-        "run": run["config"],
-        "seed": run["seed"],
-        "test_accuracy": run["test_accuracy"],
+        "run": description["model"],
+        "source": source,
+        "test_accuracy": test_accuracy,
         "images": len(x),
     }
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "thresholds.json"), "w") as f:
         json.dump({"meta": meta, "layers": rows}, f, indent=1)
     plot(rows, os.path.join(args.out, "thresholds.png"))
+    print(f"{meta['run']} ({source}): test accuracy {test_accuracy:.2%}")
     for row in rows:
         print(
             f"{row['layer']}: threshold std over images "
